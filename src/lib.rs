@@ -1,0 +1,7 @@
+//! rentcache: a caching reverse proxy for Rentman's property advertising API.
+//!
+//! Dependencies point one way: `config` -> `policy` -> `storage` / `upstream` / `proxy` -> `server`.
+//! The `simulator` is a stand-alone Rentman look-alike that nothing else imports.
+
+pub mod cli;
+pub mod simulator;

@@ -1,0 +1,273 @@
+//! Shared test harness: starts the real `rentcache` binary (simulator, proxy) and `redis-server`
+//! on free loopback ports and hands back small blocking HTTP helpers.
+//!
+//! Readiness is detected by connecting to the port (or by the child exiting), never by sleeping
+//! a fixed time. A child that fails to bind (a port race with another test) is restarted on a
+//! new port.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The binary under test, built by cargo for integration tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_rentcache");
+
+/// Generous upper bound for a child to start listening (2 shared cores, debug build).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A free TCP port on 127.0.0.1 (released before returning; callers retry on a bind race).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A scratch directory unique to this test process and call.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "rentcache-test-{}-{}-{}",
+        std::process::id(),
+        tag,
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// A child process whose stdout/stderr go to files (so tests can read its logs); killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub log_path: PathBuf,
+    pub name: String,
+}
+
+impl Proc {
+    /// Everything the process wrote to stdout and stderr so far.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends a signal (e.g. "HUP", "TERM") with the `kill` command.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} {} failed", self.child.id());
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Spawns `program args` with output to a log file in `dir` and waits until `port` accepts
+/// connections. Returns None if the process exited first (e.g. the port was taken).
+pub fn spawn_listening(
+    name: &str,
+    program: &str,
+    args: &[String],
+    envs: &[(String, String)],
+    dir: &Path,
+    port: u16,
+) -> Option<Proc> {
+    let log_path = dir.join(format!("{name}.log"));
+    let log = File::create(&log_path).expect("create log file");
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .current_dir(dir);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    let mut proc = Proc {
+        child,
+        log_path,
+        name: name.to_string(),
+    };
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if !proc.is_running() {
+            eprintln!("{name} exited before listening on {port}:\n{}", proc.logs());
+            return None;
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(proc);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not listen on {port} within {START_TIMEOUT:?}:\n{}",
+            proc.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running simulator.
+pub struct Sim {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Sim {
+    /// Starts `rentcache simulate` with zero latency plus `extra` arguments.
+    pub fn start(extra: &[&str]) -> Sim {
+        let dir = scratch_dir("sim");
+        for _ in 0..5 {
+            let port = free_port();
+            let mut args: Vec<String> = vec![
+                "simulate".into(),
+                "--port".into(),
+                port.to_string(),
+                "--latency-ms".into(),
+                "0".into(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            if let Some(proc) = spawn_listening("simulator", BIN, &args, &[], &dir, port) {
+                return Sim { proc, port };
+            }
+        }
+        panic!("simulator failed to start 5 times");
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The simulator's request counters (`GET /__sim/stats`).
+    pub fn stats(&self) -> serde_json::Value {
+        let r = get(&format!("{}/__sim/stats", self.base()), &[]);
+        assert_eq!(r.status, 200, "sim stats: {}", r.text());
+        serde_json::from_slice(&r.body).expect("sim stats JSON")
+    }
+
+    /// Total upstream calls the simulator answered on the two API endpoints.
+    pub fn api_calls(&self) -> u64 {
+        self.stats()["total"].as_u64().expect("stats.total")
+    }
+}
+
+/// A plain HTTP response as the tests see it.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    /// First value of a header (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+}
+
+fn agent() -> &'static ureq::Agent {
+    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
+    AGENT.get_or_init(|| {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_idle_connections_per_host(64)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into()
+    })
+}
+
+/// Sends a request with any method; panics on transport errors (never on HTTP statuses).
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    try_request(method, url, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {url} failed: {e}"))
+}
+
+/// Like [`request`] but returns transport errors.
+pub fn try_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Resp, String> {
+    let mut builder = http::Request::builder()
+        .method(http::Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let req = builder.body(body.to_vec()).map_err(|e| e.to_string())?;
+    let mut resp = agent().run(req).map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = if method == "HEAD" {
+        Vec::new()
+    } else {
+        resp.body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .map_err(|e| e.to_string())?
+    };
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
+}
+
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Resp {
+    request("GET", url, headers, b"")
+}
