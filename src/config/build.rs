@@ -1,0 +1,408 @@
+//! Rules that span fields, and resolution of the file format into [`Config`].
+
+use std::net::SocketAddr;
+
+use super::file::{FileConfig, Mode, RouteFile};
+use super::load::Problems;
+use super::locate::KeyPath;
+use super::{
+    Config, Cors, KeyRules, Memory, ParamFilter, ParamPattern, PathMatch, Route, RouteMatch,
+    Server, Upstream,
+};
+
+/// TinyUFO weighs entries in u16 units; with KiB units one object can be at most 64 MiB.
+pub const MAX_MEMORY_OBJECT: u64 = (u16::MAX as u64) << 10;
+
+/// Builds the resolved config, recording problems; the result is only meaningful when no
+/// problem was recorded.
+pub fn build(f: &FileConfig, source: &str, routes_given: bool, p: &mut Problems) -> Config {
+    let root = KeyPath::root();
+    Config {
+        source: source.to_string(),
+        server: server(f, &root.key("server"), p),
+        upstream: upstream(f, &root.key("upstream"), p),
+        memory: memory(f, &root.key("memory"), p),
+        cors: cors(f, &root.key("cors"), p),
+        key: key_rules(f, &root.key("key"), p),
+        routes: routes(f, &root.key("routes"), routes_given, p),
+    }
+}
+
+fn server(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Server {
+    let s = &f.server;
+    if s.listen.is_empty() {
+        p.push((path.key("listen"), "at least one address is needed".into()));
+    }
+    for (i, addr) in s.listen.iter().enumerate() {
+        if addr.parse::<SocketAddr>().is_err() {
+            p.push((
+                path.key("listen").index(i),
+                format!("`{addr}` is not an address such as 0.0.0.0:8080 or [::1]:8080"),
+            ));
+        }
+    }
+    if s.threads == 0 {
+        p.push((path.key("threads"), "must be at least 1".into()));
+    }
+    if s.compression_level > 9 {
+        p.push((
+            path.key("compression_level"),
+            "must be 0 (off) to 9".into(),
+        ));
+    }
+    Server {
+        listen: s.listen.clone(),
+        threads: s.threads,
+        compression_level: s.compression_level,
+        grace_period: s.grace_period.0,
+    }
+}
+
+fn upstream(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Upstream {
+    let u = &f.upstream;
+    let mut out = Upstream {
+        base_url: u.base_url.clone(),
+        tls: true,
+        host: String::new(),
+        port: 443,
+        path_prefix: String::new(),
+        verify_tls: u.verify_tls,
+        connect_timeout: u.connect_timeout.0,
+        read_timeout: u.read_timeout.0,
+        token_env: u.token_env.clone(),
+        token_in: u.token_in,
+        token_name: u.token_name.to_ascii_lowercase(),
+    };
+    match u.base_url.parse::<http::Uri>() {
+        Ok(uri) => {
+            match uri.scheme_str() {
+                Some("https") => out.tls = true,
+                Some("http") => out.tls = false,
+                _ => p.push((
+                    path.key("base_url"),
+                    format!("`{}` must start with http:// or https://", u.base_url),
+                )),
+            }
+            match uri.host() {
+                Some(h) if !h.is_empty() => {
+                    out.host = h.trim_start_matches('[').trim_end_matches(']').to_string()
+                }
+                _ => p.push((path.key("base_url"), "has no host".into())),
+            }
+            out.port = uri.port_u16().unwrap_or(if out.tls { 443 } else { 80 });
+            if uri.query().is_some() {
+                p.push((
+                    path.key("base_url"),
+                    "must not carry a query string".into(),
+                ));
+            }
+            out.path_prefix = uri.path().trim_end_matches('/').to_string();
+        }
+        Err(e) => p.push((
+            path.key("base_url"),
+            format!("`{}` is not a URL: {e}", u.base_url),
+        )),
+    }
+    let env_ok = !u.token_env.is_empty()
+        && u
+            .token_env
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !env_ok {
+        p.push((
+            path.key("token_env"),
+            "must be an environment variable name such as RENTMAN_TOKEN".into(),
+        ));
+    }
+    if u.token_name.is_empty() || http::HeaderName::from_bytes(u.token_name.as_bytes()).is_err() {
+        p.push((
+            path.key("token_name"),
+            "must be a valid header and parameter name".into(),
+        ));
+    }
+    if u.connect_timeout.0.is_zero() {
+        p.push((path.key("connect_timeout"), "must be more than 0".into()));
+    }
+    if u.read_timeout.0.is_zero() {
+        p.push((path.key("read_timeout"), "must be more than 0".into()));
+    }
+    out
+}
+
+fn memory(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Memory {
+    let m = &f.memory;
+    if m.max_object_bytes.0 > m.max_bytes.0 {
+        p.push((
+            path.key("max_object_bytes"),
+            format!(
+                "{} is larger than memory.max_bytes ({})",
+                m.max_object_bytes.0, m.max_bytes.0
+            ),
+        ));
+    }
+    if m.max_object_bytes.0 > MAX_MEMORY_OBJECT {
+        p.push((
+            path.key("max_object_bytes"),
+            format!("must be at most {MAX_MEMORY_OBJECT} (64 MiB - 64 KiB)"),
+        ));
+    }
+    Memory {
+        max_bytes: m.max_bytes.0,
+        max_object_bytes: m.max_object_bytes.0,
+    }
+}
+
+fn cors(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Cors {
+    let mut out = Cors {
+        allowed_origins: Vec::new(),
+        any_origin: false,
+        max_age: f.cors.max_age.0,
+    };
+    for (i, origin) in f.cors.allowed_origins.iter().enumerate() {
+        if origin == "*" {
+            out.any_origin = true;
+            continue;
+        }
+        let ok = match origin.split_once("://") {
+            Some((scheme, rest)) => {
+                (scheme == "http" || scheme == "https")
+                    && !rest.is_empty()
+                    && !rest.contains('/')
+                    && !rest.contains('?')
+            }
+            None => false,
+        };
+        if ok {
+            out.allowed_origins.push(origin.to_ascii_lowercase());
+        } else {
+            p.push((
+                path.key("allowed_origins").index(i),
+                format!("`{origin}` is not an origin such as https://www.example.co.uk (no path, no trailing slash) or *"),
+            ));
+        }
+    }
+    out
+}
+
+fn param_pattern(text: &str, at: KeyPath, p: &mut Problems) -> ParamPattern {
+    match text.find('*') {
+        None => ParamPattern::Exact(text.to_string()),
+        Some(i) if i == text.len() - 1 => ParamPattern::Prefix(text[..i].to_string()),
+        Some(_) => {
+            p.push((
+                at,
+                format!("`{text}`: only a trailing * is supported (as in utm_*)"),
+            ));
+            ParamPattern::Exact(text.to_string())
+        }
+    }
+}
+
+fn key_rules(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> KeyRules {
+    let drop_params = f
+        .key
+        .drop_params
+        .iter()
+        .enumerate()
+        .map(|(i, s)| param_pattern(s, path.key("drop_params").index(i), p))
+        .collect();
+    for (i, h) in f.key.params_from_headers.iter().enumerate() {
+        if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            p.push((
+                path.key("params_from_headers").index(i),
+                format!("`{h}` is not a valid header name"),
+            ));
+        }
+    }
+    KeyRules {
+        drop_params,
+        params_from_headers: f
+            .key
+            .params_from_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+    }
+}
+
+fn routes(f: &FileConfig, path: &KeyPath, given: bool, p: &mut Problems) -> Vec<Route> {
+    if f.routes.is_empty() && !given {
+        p.push((
+            path.clone(),
+            "at least one route is needed (requests that match no route get 404)".into(),
+        ));
+    }
+    // (index in the file, route) so that messages use the file's numbering.
+    let mut out: Vec<(usize, Route)> = Vec::new();
+    for (i, r) in f.routes.iter().enumerate() {
+        let Some(r) = r else { continue };
+        let rp = path.index(i);
+        let route = route(r, &rp, p);
+        if let Some((prev, _)) = out.iter().find(|(_, o)| o.name == route.name) {
+            p.push((
+                rp.key("name"),
+                format!("`{}` is already the name of routes[{prev}]", route.name),
+            ));
+        }
+        if let Some((prev, o)) = out.iter().find(|(_, o)| shadows(o, &route)) {
+            p.push((
+                rp.key("match"),
+                format!(
+                    "never used: routes[{prev}] (`{}`) matches every request this route matches, and comes first",
+                    o.name
+                ),
+            ));
+        }
+        out.push((i, route));
+    }
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// `earlier` catches everything `later` would (same or wider path, no conditions of its own).
+fn shadows(earlier: &Route, later: &Route) -> bool {
+    let m = &earlier.matcher;
+    if !m.query_equals.is_empty() || !m.query_present.is_empty() || !m.query_absent.is_empty() {
+        return false;
+    }
+    match (&m.path, &later.matcher.path) {
+        (PathMatch::Exact(a), PathMatch::Exact(b)) => a == b,
+        (PathMatch::Prefix(a), PathMatch::Exact(b)) => b.starts_with(a.as_str()),
+        (PathMatch::Prefix(a), PathMatch::Prefix(b)) => b.starts_with(a.as_str()),
+        (PathMatch::Exact(_), PathMatch::Prefix(_)) => false,
+    }
+}
+
+fn route(r: &RouteFile, path: &KeyPath, p: &mut Problems) -> Route {
+    let name_ok = !r.name.is_empty()
+        && r
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !name_ok {
+        p.push((
+            path.key("name"),
+            format!("`{}` must be non-empty letters, digits, _ or -", r.name),
+        ));
+    }
+
+    let mp = path.key("match");
+    let path_match = match (&r.matcher.path, &r.matcher.path_prefix) {
+        (Some(exact), None) => PathMatch::Exact(exact.clone()),
+        (None, Some(prefix)) => PathMatch::Prefix(prefix.clone()),
+        (Some(_), Some(_)) => {
+            p.push((mp.clone(), "give either `path` or `path_prefix`, not both".into()));
+            PathMatch::Prefix(String::new())
+        }
+        (None, None) => {
+            p.push((mp.clone(), "needs `path` (exact) or `path_prefix`".into()));
+            PathMatch::Prefix(String::new())
+        }
+    };
+    let (PathMatch::Exact(s) | PathMatch::Prefix(s)) = &path_match;
+    if !s.is_empty() && !s.starts_with('/') {
+        let which = if matches!(path_match, PathMatch::Exact(_)) {
+            "path"
+        } else {
+            "path_prefix"
+        };
+        p.push((mp.key(which), format!("`{s}` must start with /")));
+    }
+
+    let params = match (&r.include_params, &r.exclude_params) {
+        (Some(_), Some(_)) => {
+            p.push((
+                path.key("exclude_params"),
+                "give either include_params or exclude_params, not both".into(),
+            ));
+            ParamFilter::All
+        }
+        (Some(inc), None) => ParamFilter::Include(inc.clone()),
+        (None, Some(exc)) => ParamFilter::Exclude(
+            exc.iter()
+                .enumerate()
+                .map(|(i, s)| param_pattern(s, path.key("exclude_params").index(i), p))
+                .collect(),
+        ),
+        (None, None) => ParamFilter::All,
+    };
+
+    let mut key_headers = Vec::new();
+    for (name, values) in &r.key_headers {
+        let at = path.key("key_headers").key(name);
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            p.push((at, format!("`{name}` is not a valid header name")));
+        } else if values.is_empty() {
+            p.push((at, "list the values that change the response".into()));
+        } else {
+            key_headers.push((
+                name.to_ascii_lowercase(),
+                values.iter().map(|v| v.to_ascii_lowercase()).collect(),
+            ));
+        }
+    }
+
+    if r.cacheable_statuses.is_empty() {
+        p.push((
+            path.key("cacheable_statuses"),
+            "list at least one status (usually 200)".into(),
+        ));
+    }
+    for (i, s) in r.cacheable_statuses.iter().enumerate() {
+        if !(200..=599).contains(s) || *s == 206 || *s == 304 {
+            p.push((
+                path.key("cacheable_statuses").index(i),
+                format!("{s} cannot be cached (use final statuses 200-599, not 206 or 304)"),
+            ));
+        }
+    }
+
+    let mut methods = Vec::new();
+    for (i, m) in r.pass_through_methods.iter().enumerate() {
+        let at = path.key("pass_through_methods").index(i);
+        match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+            Ok(method) if method == http::Method::GET || method == http::Method::HEAD => {
+                p.push((at, format!("{m} is always allowed; list only other methods")))
+            }
+            Ok(method) => methods.push(method),
+            Err(_) => p.push((at, format!("`{m}` is not an HTTP method"))),
+        }
+    }
+    if !methods.is_empty() && r.mode != Mode::HonorOrigin {
+        p.push((
+            path.key("pass_through_methods"),
+            "only an honor_origin route may pass other methods through".into(),
+        ));
+    }
+    if r.mode == Mode::Forced && r.ttl.0.is_zero() && !r.stale_if_error.0.is_zero() {
+        p.push((
+            path.key("stale_if_error"),
+            "a route with ttl 0 is never stored, so it has nothing stale to serve".into(),
+        ));
+    }
+
+    Route {
+        name: r.name.clone(),
+        matcher: RouteMatch {
+            path: path_match,
+            query_equals: r
+                .matcher
+                .query
+                .iter()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect(),
+            query_present: r.matcher.query_present.clone(),
+            query_absent: r.matcher.query_absent.clone(),
+        },
+        mode: r.mode,
+        ttl: r.ttl.0,
+        stale_while_revalidate: r.stale_while_revalidate.0,
+        stale_if_error: r.stale_if_error.0,
+        browser_max_age: r.browser_max_age.0,
+        cdn_max_age: r.cdn_max_age.map(|d| d.0).unwrap_or(r.ttl.0),
+        params,
+        key_headers,
+        cacheable_statuses: r.cacheable_statuses.clone(),
+        body: r.body,
+        pass_through_methods: methods,
+    }
+}

@@ -1,0 +1,217 @@
+//! The YAML file as operators write it. Every default here is documented in
+//! `conf/rentcache.yaml`; `build.rs` turns this into the resolved [`super::Config`].
+
+use std::collections::BTreeMap;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use super::units::{Dur, Size};
+
+/// Top-level sections; see `load.rs` for how each is read separately so that one bad section
+/// does not hide errors in the others.
+#[derive(Debug, Default)]
+pub struct FileConfig {
+    pub server: ServerFile,
+    pub upstream: UpstreamFile,
+    pub memory: MemoryFile,
+    pub cors: CorsFile,
+    pub key: KeyFile,
+    /// One slot per route in the file; `None` where the route could not be read (its error is
+    /// already recorded), so that later messages keep the file's numbering.
+    pub routes: Vec<Option<RouteFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct ServerFile {
+    pub listen: Vec<String>,
+    pub threads: usize,
+    pub compression_level: u32,
+    pub grace_period: Dur,
+}
+
+impl Default for ServerFile {
+    fn default() -> Self {
+        ServerFile {
+            listen: vec!["0.0.0.0:8080".into()],
+            threads: 2,
+            compression_level: 6,
+            grace_period: Dur::secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenIn {
+    Header,
+    Query,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct UpstreamFile {
+    pub base_url: String,
+    pub verify_tls: bool,
+    pub connect_timeout: Dur,
+    pub read_timeout: Dur,
+    pub token_env: String,
+    pub token_in: TokenIn,
+    pub token_name: String,
+}
+
+impl Default for UpstreamFile {
+    fn default() -> Self {
+        UpstreamFile {
+            base_url: "https://www.rentman.online".into(),
+            verify_tls: true,
+            connect_timeout: Dur::secs(5),
+            read_timeout: Dur::secs(30),
+            token_env: "RENTMAN_TOKEN".into(),
+            token_in: TokenIn::Header,
+            token_name: "token".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct MemoryFile {
+    pub max_bytes: Size,
+    pub max_object_bytes: Size,
+}
+
+impl Default for MemoryFile {
+    fn default() -> Self {
+        MemoryFile {
+            max_bytes: Size(256 << 20),
+            max_object_bytes: Size(8 << 20),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct CorsFile {
+    pub allowed_origins: Vec<String>,
+    pub max_age: Dur,
+}
+
+impl Default for CorsFile {
+    fn default() -> Self {
+        CorsFile {
+            allowed_origins: Vec::new(),
+            max_age: Dur::secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct KeyFile {
+    pub drop_params: Vec<String>,
+    pub params_from_headers: Vec<String>,
+}
+
+impl Default for KeyFile {
+    fn default() -> Self {
+        KeyFile {
+            drop_params: ["utm_*", "fbclid", "gclid", "msclkid", "_"]
+                .map(String::from)
+                .to_vec(),
+            params_from_headers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Forced,
+    HonorOrigin,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyCheck {
+    #[default]
+    Any,
+    JsonArray,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RouteFile {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: MatchFile,
+    #[serde(default)]
+    pub mode: Mode,
+    pub ttl: Dur,
+    #[serde(default)]
+    pub stale_while_revalidate: Dur,
+    #[serde(default)]
+    pub stale_if_error: Dur,
+    #[serde(default)]
+    pub browser_max_age: Dur,
+    pub cdn_max_age: Option<Dur>,
+    pub include_params: Option<Vec<String>>,
+    pub exclude_params: Option<Vec<String>>,
+    #[serde(default)]
+    pub key_headers: BTreeMap<String, Vec<String>>,
+    #[serde(default = "default_statuses")]
+    pub cacheable_statuses: Vec<u16>,
+    #[serde(default)]
+    pub body: BodyCheck,
+    #[serde(default)]
+    pub pass_through_methods: Vec<String>,
+}
+
+fn default_statuses() -> Vec<u16> {
+    vec![200]
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct MatchFile {
+    pub path: Option<String>,
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub query: BTreeMap<String, Scalar>,
+    #[serde(default)]
+    pub query_present: Vec<String>,
+    #[serde(default)]
+    pub query_absent: Vec<String>,
+}
+
+/// A YAML scalar read as text, so `featured: 1` and `featured: "1"` mean the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

@@ -1,0 +1,299 @@
+//! Reading a config file: YAML syntax, then each section and each route on its own (so one
+//! mistake does not hide the next), then the cross-field rules of `build.rs`. Every problem is
+//! reported with its position.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+use super::file::FileConfig;
+use super::locate::{KeyPath, Locations, Seg};
+use super::{build, Config};
+
+/// One problem, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub line: usize,
+    pub column: usize,
+    /// `routes[2].ttl`, or `yaml` for a syntax error.
+    pub path: String,
+    pub message: String,
+}
+
+/// Every problem found in one file; displays as one `FILE:LINE:COLUMN: key.path: message` per
+/// line, in file order.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    pub file: String,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(
+                f,
+                "{}:{}:{}: {}: {}",
+                self.file, e.line, e.column, e.path, e.message
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Problems collected while reading, by key path; positions are attached at the end.
+pub(super) type Problems = Vec<(KeyPath, String)>;
+
+/// Reads and validates a config file.
+pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_str(&text, &name),
+        Err(e) => Err(ConfigErrors {
+            file: name,
+            errors: vec![ConfigError {
+                line: 0,
+                column: 0,
+                path: "file".into(),
+                message: format!("cannot read the file: {e}"),
+            }],
+        }),
+    }
+}
+
+const SECTIONS: &str = "server, upstream, memory, cors, key, routes";
+
+/// Parses and validates config text; `source` names it in messages.
+pub fn parse_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
+    let value: Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            return Err(ConfigErrors {
+                file: source.to_string(),
+                errors: vec![ConfigError {
+                    line,
+                    column,
+                    path: "yaml".into(),
+                    message: e.to_string(),
+                }],
+            });
+        }
+    };
+
+    let mut problems: Problems = Vec::new();
+    let mut file = FileConfig::default();
+    let mut routes_given = false;
+    let root = KeyPath::root();
+    match value {
+        Value::Null => {}
+        Value::Mapping(map) => {
+            for (k, v) in map {
+                let Some(key) = k.as_str() else {
+                    problems.push((root.clone(), format!("section names must be text, found {k:?}")));
+                    continue;
+                };
+                let path = root.key(key);
+                match key {
+                    "server" => set(&mut file.server, section(&v, &path, &mut problems)),
+                    "upstream" => set(&mut file.upstream, section(&v, &path, &mut problems)),
+                    "memory" => set(&mut file.memory, section(&v, &path, &mut problems)),
+                    "cors" => set(&mut file.cors, section(&v, &path, &mut problems)),
+                    "key" => set(&mut file.key, section(&v, &path, &mut problems)),
+                    "routes" => {
+                        routes_given = true;
+                        file.routes = routes(&v, &path, &mut problems);
+                    }
+                    other => problems.push((
+                        path,
+                        format!("unknown section `{other}` (expected one of: {SECTIONS})"),
+                    )),
+                }
+            }
+        }
+        _ => problems.push((
+            root,
+            format!("the file must be a mapping of sections ({SECTIONS})"),
+        )),
+    }
+
+    let config = build::build(&file, source, routes_given, &mut problems);
+    if problems.is_empty() {
+        return Ok(config);
+    }
+    let locations = Locations::index(text);
+    let mut errors: Vec<ConfigError> = problems
+        .into_iter()
+        .map(|(path, message)| {
+            let pos = locations.find(&path);
+            ConfigError {
+                line: pos.line,
+                column: pos.col,
+                path: path.to_string(),
+                message,
+            }
+        })
+        .collect();
+    errors.sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+    errors.dedup();
+    Err(ConfigErrors {
+        file: source.to_string(),
+        errors,
+    })
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+fn routes(
+    v: &Value,
+    path: &KeyPath,
+    problems: &mut Problems,
+) -> Vec<Option<super::file::RouteFile>> {
+    match v {
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| section(item, &path.index(i), problems))
+            .collect(),
+        Value::Null => Vec::new(),
+        _ => {
+            problems.push((path.clone(), "must be a list of routes".into()));
+            Vec::new()
+        }
+    }
+}
+
+/// Deserializes one part of the file, recording every unknown key and the first type error.
+fn section<T: DeserializeOwned>(v: &Value, base: &KeyPath, problems: &mut Problems) -> Option<T> {
+    // An empty section (`memory:` with nothing under it) means all defaults.
+    let empty = Value::Mapping(Default::default());
+    let v = if v.is_null() { &empty } else { v };
+    let mut unknown: Vec<KeyPath> = Vec::new();
+    let result: Result<T, _> = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+        v.clone(),
+        &mut |p: serde_ignored::Path| unknown.push(ignored_path(&p)),
+    ));
+    for p in unknown {
+        let name = match p.0.last() {
+            Some(Seg::Key(k)) => k.clone(),
+            _ => p.to_string(),
+        };
+        problems.push((base.join(&p), format!("unknown key `{name}`")));
+    }
+    match result {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let mut rel = KeyPath::root();
+            for seg in e.path().iter() {
+                match seg {
+                    serde_path_to_error::Segment::Seq { index } => rel = rel.index(*index),
+                    serde_path_to_error::Segment::Map { key } => rel = rel.key(key),
+                    _ => {}
+                }
+            }
+            problems.push((base.join(&rel), e.into_inner().to_string()));
+            None
+        }
+    }
+}
+
+fn ignored_path(p: &serde_ignored::Path) -> KeyPath {
+    match p {
+        serde_ignored::Path::Root => KeyPath::root(),
+        serde_ignored::Path::Seq { parent, index } => ignored_path(parent).index(*index),
+        serde_ignored::Path::Map { parent, key } => ignored_path(parent).key(key),
+        serde_ignored::Path::Some { parent }
+        | serde_ignored::Path::NewtypeStruct { parent }
+        | serde_ignored::Path::NewtypeVariant { parent } => ignored_path(parent),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let text = include_str!("../../conf/rentcache.yaml");
+        let c = parse_str(text, "conf/rentcache.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.routes.len(), 5);
+        assert_eq!(c.routes[0].name, "featured");
+        assert_eq!(c.routes[0].ttl.as_secs(), 600);
+        assert_eq!(c.upstream.host, "www.rentman.online");
+        assert!(c.upstream.tls);
+    }
+
+    #[test]
+    fn reports_every_error_with_position() {
+        let text = "\
+server:
+  listen: [\"nowhere\"]
+  thread: 4
+upstream:
+  base_url: ftp://x
+routes:
+  - name: a
+    match: {path: /a}
+    ttl: 5m
+  - name: a
+    match: {path: b}
+    ttl: 1m
+    tll: 2m
+  - name: c
+    match: {path: /c}
+    ttl: 5x
+";
+        let e = parse_str(text, "t.yaml").unwrap_err();
+        let lines: Vec<String> = e.to_string().lines().map(String::from).collect();
+        let expect = [
+            "t.yaml:2:12: server.listen[0]:",
+            "t.yaml:3:3: server.thread: unknown key `thread`",
+            "t.yaml:5:3: upstream.base_url:",
+            "t.yaml:10:5: routes[1].name: `a` is already the name of routes[0]",
+            "t.yaml:11:13: routes[1].match.path: `b` must start with /",
+            "t.yaml:13:5: routes[1].tll: unknown key `tll`",
+            "t.yaml:16:5: routes[2].ttl: invalid duration",
+        ];
+        for want in expect {
+            assert!(
+                lines.iter().any(|l| l.starts_with(want)),
+                "missing {want:?} in:\n{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let e = parse_str("routes:\n  - name: [unclosed\n", "s.yaml").unwrap_err();
+        assert_eq!(e.errors.len(), 1);
+        assert_eq!(e.errors[0].path, "yaml");
+        assert!(e.errors[0].line >= 2, "{e}");
+    }
+
+    #[test]
+    fn shadowed_route_is_reported() {
+        let text = "routes:\n  - {name: all, match: {path_prefix: /}, ttl: 1m}\n  - {name: x, match: {path: /x}, ttl: 1m}\n";
+        let e = parse_str(text, "r.yaml").unwrap_err().to_string();
+        assert!(e.contains("routes[1].match: never used"), "{e}");
+    }
+
+    #[test]
+    fn missing_routes_is_an_error() {
+        let e = parse_str("server: {threads: 1}\n", "m.yaml").unwrap_err().to_string();
+        assert!(e.contains("routes: at least one route"), "{e}");
+    }
+}

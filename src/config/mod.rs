@@ -1,0 +1,144 @@
+//! Configuration: the YAML file format (`file`), how it is read and checked (`load`, `build`),
+//! and the resolved, validated [`Config`] the rest of the program runs on.
+//!
+//! Loading is parse -> locate -> deserialize section by section -> validate -> resolve, and it
+//! reports every problem it finds as `FILE:LINE:COLUMN: key.path: what is wrong`.
+
+mod build;
+pub mod file;
+mod load;
+pub mod locate;
+pub mod units;
+
+use std::time::Duration;
+
+pub use file::{BodyCheck, Mode, TokenIn};
+pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from (for messages).
+    pub source: String,
+    pub server: Server,
+    pub upstream: Upstream,
+    pub memory: Memory,
+    pub cors: Cors,
+    pub key: KeyRules,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: Vec<String>,
+    pub threads: usize,
+    pub compression_level: u32,
+    pub grace_period: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The configured base URL, for display.
+    pub base_url: String,
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prepended to every request path (without a trailing slash; usually empty).
+    pub path_prefix: String,
+    pub verify_tls: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    /// Name of the environment variable holding the Rentman token.
+    pub token_env: String,
+    pub token_in: TokenIn,
+    /// Header or query parameter name of the token (`token`).
+    pub token_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Memory {
+    pub max_bytes: u64,
+    pub max_object_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cors {
+    /// Exact origins (scheme://host[:port]); empty means no CORS headers at all.
+    pub allowed_origins: Vec<String>,
+    /// `*` was listed: any origin is allowed.
+    pub any_origin: bool,
+    pub max_age: Duration,
+}
+
+/// A query parameter name, exact or with a trailing `*` (`utm_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamPattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl ParamPattern {
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            ParamPattern::Exact(n) => n == name,
+            ParamPattern::Prefix(p) => name.starts_with(p.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyRules {
+    /// Never part of a key and never forwarded upstream (besides the token, always dropped).
+    pub drop_params: Vec<ParamPattern>,
+    /// Request headers the upstream also reads as parameters: folded into the query.
+    pub params_from_headers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    pub query_equals: Vec<(String, String)>,
+    pub query_present: Vec<String>,
+    pub query_absent: Vec<String>,
+}
+
+/// Which query parameters make up the key (and are forwarded upstream).
+#[derive(Debug, Clone)]
+pub enum ParamFilter {
+    All,
+    Include(Vec<String>),
+    Exclude(Vec<ParamPattern>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub mode: Mode,
+    pub ttl: Duration,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+    pub browser_max_age: Duration,
+    pub cdn_max_age: Duration,
+    pub params: ParamFilter,
+    /// Request headers that change the response: (lower-case name, recognised values). The key
+    /// records which listed value the header contains, and only that value goes upstream.
+    pub key_headers: Vec<(String, Vec<String>)>,
+    pub cacheable_statuses: Vec<u16>,
+    pub body: BodyCheck,
+    pub pass_through_methods: Vec<http::Method>,
+}
+
+impl Route {
+    /// A `forced` route with a zero TTL is proxied but never stored; an `honor_origin` route
+    /// always asks the origin's headers.
+    pub fn is_cached(&self) -> bool {
+        self.mode == Mode::HonorOrigin || !self.ttl.is_zero()
+    }
+}
