@@ -6,3 +6,5 @@
 pub mod cli;
 pub mod simulator;
 pub mod config;
+pub mod policy;
+pub mod storage;

@@ -1,0 +1,186 @@
+//! Canonical cache keys. One logical request has one key: the token and tracking parameters
+//! are dropped, parameters the route does not use are dropped, header-borne parameters are
+//! folded in, repeated names keep the last value (as PHP reads them) and the rest are
+//! sorted, so `?a=1&b=2` and `?b=2&a=1` share an entry. The upstream is asked for exactly the
+//! request the key describes.
+
+use http::HeaderMap;
+
+use crate::config::{Config, ParamFilter};
+
+use super::{query, routes};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canonical {
+    /// Index of the matched route in `config.routes`.
+    pub route: usize,
+    /// The cache key: the canonical target, then ` name=value` for each key header.
+    pub key: String,
+    /// Path and canonical query to fetch upstream (before the base path and the token).
+    pub target: String,
+    /// Key headers to send upstream, (lower-case name, recognised value).
+    pub headers: Vec<(String, String)>,
+}
+
+/// The canonical form of a request, or `None` if no route matches it.
+pub fn canonicalize(
+    config: &Config,
+    path: &str,
+    raw_query: Option<&str>,
+    headers: &HeaderMap,
+) -> Option<Canonical> {
+    let token = config.upstream.token_name.as_str();
+    let mut params: Vec<(String, String)> = query::parse(raw_query)
+        .into_iter()
+        .filter(|(k, _)| {
+            !k.eq_ignore_ascii_case(token) && !config.key.drop_params.iter().any(|p| p.matches(k))
+        })
+        .collect();
+    for name in &config.key.params_from_headers {
+        if name == token || query::last(&params, name).is_some() {
+            continue;
+        }
+        if let Some(v) = headers.get(name.as_str()).and_then(|v| v.to_str().ok()) {
+            params.push((name.clone(), v.trim().to_string()));
+        }
+    }
+
+    let route_index = routes::select(config, path, &params)?;
+    let route = &config.routes[route_index];
+    params.retain(|(k, _)| match &route.params {
+        ParamFilter::All => true,
+        ParamFilter::Include(names) => names.iter().any(|n| n == k),
+        ParamFilter::Exclude(patterns) => !patterns.iter().any(|p| p.matches(k)),
+    });
+    keep_last_of_repeats(&mut params);
+    params.sort();
+
+    let q = query::encode(&params);
+    let target = if q.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{q}")
+    };
+    let mut key = target.clone();
+    let mut key_headers = Vec::new();
+    for (name, values) in &route.key_headers {
+        let sent: Vec<String> = headers
+            .get_all(name.as_str())
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| v.to_ascii_lowercase())
+            .collect();
+        if let Some(v) = values
+            .iter()
+            .find(|v| sent.iter().any(|s| s.contains(v.as_str())))
+        {
+            key.push(' ');
+            key.push_str(name);
+            key.push('=');
+            key.push_str(v);
+            key_headers.push((name.clone(), v.clone()));
+        }
+    }
+    Some(Canonical {
+        route: route_index,
+        key,
+        target,
+        headers: key_headers,
+    })
+}
+
+/// PHP keeps the last of repeated names, except `name[]` arrays which collect every value.
+fn keep_last_of_repeats(params: &mut Vec<(String, String)>) {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<(String, String)> = Vec::with_capacity(params.len());
+    for (k, v) in params.drain(..).rev() {
+        if k.ends_with("[]") || seen.insert(k.clone()) {
+            kept.push((k, v));
+        }
+    }
+    kept.reverse();
+    *params = kept;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+
+    fn config() -> Config {
+        parse_str(include_str!("../../conf/rentcache.yaml"), "t").unwrap()
+    }
+
+    fn canon(q: &str, headers: &[(&str, &str)]) -> Canonical {
+        let c = config();
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let (path, query) = q.split_once('?').map_or((q, None), |(p, q)| (p, Some(q)));
+        canonicalize(&c, path, query, &h).unwrap()
+    }
+
+    #[test]
+    fn order_token_and_tracking_do_not_matter() {
+        let a = canon("/propertyadvertising.php?rob=rent&limit=25&page=1", &[]);
+        let b = canon(
+            "/propertyadvertising.php?page=1&utm_source=x&token=secret&limit=25&rob=rent&beds=2",
+            &[],
+        );
+        assert_eq!(a.key, b.key);
+        assert_eq!(a.key, "/propertyadvertising.php?limit=25&page=1&rob=rent");
+        assert_eq!(a.target, a.key);
+        assert!(!b.key.contains("secret"));
+    }
+
+    #[test]
+    fn routes_by_query() {
+        let c = config();
+        let name = |q: &str| c.routes[canon(q, &[]).route].name.clone();
+        assert_eq!(name("/propertyadvertising.php?featured=1&noimage=1"), "featured");
+        assert_eq!(name("/propertyadvertising.php?propref=12"), "property");
+        assert_eq!(name("/propertyadvertising.php?propref="), "listings");
+        assert_eq!(name("/propertyadvertising.php?onlyarea=1"), "areas");
+        assert_eq!(name("/propertyadvertising.php"), "listings");
+        assert_eq!(name("/propertymedia.php?filename=a.jpg"), "media");
+        assert!(canonicalize(&c, "/nope", None, &HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn header_params_fold_into_the_key() {
+        let a = canon("/propertyadvertising.php", &[("propref", "42")]);
+        let b = canon("/propertyadvertising.php?propref=42", &[]);
+        assert_eq!(a, b);
+        // The query wins over a header of the same name.
+        let c = canon("/propertyadvertising.php?propref=7", &[("propref", "42")]);
+        assert_eq!(c.key, "/propertyadvertising.php?propref=7");
+    }
+
+    #[test]
+    fn repeated_names_keep_the_last() {
+        let a = canon("/propertyadvertising.php?page=2&page=1", &[]);
+        assert_eq!(a.key, "/propertyadvertising.php?page=1");
+    }
+
+    #[test]
+    fn key_headers_are_normalised() {
+        let plain = canon("/propertymedia.php?filename=a.jpg", &[("accept", "*/*")]);
+        let b64 = canon(
+            "/propertymedia.php?filename=a.jpg",
+            &[("accept", "Application/Base64")],
+        );
+        assert_eq!(plain.key, "/propertymedia.php?filename=a.jpg");
+        assert_eq!(
+            b64.key,
+            "/propertymedia.php?filename=a.jpg accept=application/base64"
+        );
+        assert_eq!(
+            b64.headers,
+            vec![("accept".to_string(), "application/base64".to_string())]
+        );
+    }
+}

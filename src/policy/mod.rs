@@ -1,0 +1,12 @@
+//! Decisions, as pure functions over the config and the request or response at hand: which
+//! route, which key, how long fresh, which headers outer caches get, whether a body is sane.
+//! Nothing here does I/O.
+
+pub mod body;
+pub mod cors;
+pub mod freshness;
+pub mod key;
+pub mod outer;
+pub mod query;
+pub mod routes;
+pub mod validators;

@@ -1,0 +1,120 @@
+//! One cached response, decoded and ready to send: times, header and body chunks.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use pingora::cache::key::HashBinary;
+use pingora::cache::CacheMeta;
+use pingora::http::ResponseHeader;
+
+/// The freshness times the policy gave an entry (storage keeps them, never computes them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryTimes {
+    pub fresh_until: SystemTime,
+    pub created: SystemTime,
+    /// Last revalidation (equals `created` until a 304 refreshes the entry).
+    pub updated: SystemTime,
+    pub swr_sec: u32,
+    pub sie_sec: u32,
+}
+
+impl EntryTimes {
+    pub fn of(meta: &CacheMeta) -> EntryTimes {
+        EntryTimes {
+            fresh_until: meta.fresh_until(),
+            created: meta.created(),
+            updated: meta.updated(),
+            swr_sec: meta.stale_while_revalidate_sec(),
+            sie_sec: meta.stale_if_error_sec(),
+        }
+    }
+
+    /// After this, no window allows serving the entry: it is dead weight.
+    pub fn usable_until(&self) -> SystemTime {
+        let stale = Duration::from_secs(self.swr_sec.max(self.sie_sec) as u64);
+        self.fresh_until
+            .checked_add(stale)
+            .unwrap_or(self.fresh_until)
+    }
+
+    pub fn is_fresh(&self, now: SystemTime) -> bool {
+        self.fresh_until >= now
+    }
+}
+
+#[derive(Debug)]
+pub struct Entry {
+    /// The canonical key, kept to tell apart keys whose hashes collide in a tier and to
+    /// show operators what an entry is.
+    pub key: String,
+    pub hash: HashBinary,
+    pub times: EntryTimes,
+    pub header: ResponseHeader,
+    /// The body as it arrived, chunk by chunk: stored without copying into one buffer.
+    pub body: Vec<Bytes>,
+    pub body_len: usize,
+}
+
+impl Entry {
+    pub fn new(
+        key: String,
+        hash: HashBinary,
+        times: EntryTimes,
+        header: ResponseHeader,
+        body: Vec<Bytes>,
+    ) -> Entry {
+        let body_len = body.iter().map(Bytes::len).sum();
+        Entry {
+            key,
+            hash,
+            times,
+            header,
+            body,
+            body_len,
+        }
+    }
+
+    /// A fresh pingora `CacheMeta` for this entry (pingora's meta is not `Clone`).
+    pub fn meta(&self) -> CacheMeta {
+        let t = &self.times;
+        let mut meta = CacheMeta::new(
+            t.fresh_until,
+            t.created,
+            t.swr_sec,
+            t.sie_sec,
+            self.header.clone(),
+        );
+        if t.updated != t.created {
+            // Age counts from the last revalidation, as pingora does for metas it updated.
+            meta.set_epoch_override(t.updated);
+        }
+        meta
+    }
+
+    /// The same body under new times and header (a 304 revalidation, a soft purge).
+    pub fn with_times(&self, times: EntryTimes, header: ResponseHeader) -> Entry {
+        Entry {
+            key: self.key.clone(),
+            hash: self.hash,
+            times,
+            header,
+            body: self.body.clone(),
+            body_len: self.body_len,
+        }
+    }
+
+    /// Approximate memory held: body plus header text plus bookkeeping.
+    pub fn size(&self) -> usize {
+        let headers: usize = self
+            .header
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        self.body_len + headers + self.key.len() + 256
+    }
+
+    pub fn age(&self, now: SystemTime) -> Duration {
+        now.duration_since(self.times.updated).unwrap_or_default()
+    }
+}

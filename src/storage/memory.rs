@@ -1,0 +1,174 @@
+//! The in-process tier: TinyUFO, bounded by bytes.
+//!
+//! TinyUFO weighs entries with a u16, so weights are in KiB (rounded up): the sum of weights
+//! never exceeds `max_bytes / 1024`, which keeps the bytes held within `max_bytes`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::cache::key::HashBinary;
+use tinyufo::TinyUfo;
+
+use super::{Admission, Entry, Tier, TierError, TierStats};
+
+pub struct MemoryTier {
+    cache: TinyUfo<u64, Arc<Entry>>,
+    max_bytes: u64,
+    max_object_bytes: u64,
+    entries: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Weight of one entry in KiB, at least 1.
+fn weight_kib(entry: &Entry) -> u16 {
+    let kib = entry.size().div_ceil(1024).max(1);
+    u16::try_from(kib).unwrap_or(u16::MAX)
+}
+
+/// The first 8 bytes of the 128-bit key hash; collisions are told apart by the full hash.
+fn short(hash: &HashBinary) -> u64 {
+    u64::from_le_bytes(hash[..8].try_into().expect("16-byte hash"))
+}
+
+impl MemoryTier {
+    pub fn new(max_bytes: u64, max_object_bytes: u64) -> MemoryTier {
+        let limit_kib = (max_bytes / 1024).max(1) as usize;
+        // TinyUFO sizes its frequency sketch from the expected number of entries; Rentman
+        // responses are mostly a few KiB (lists, details) with some large media.
+        let estimated_entries = (limit_kib / 8).clamp(64, 1 << 20);
+        MemoryTier {
+            cache: TinyUfo::new(limit_kib, estimated_entries),
+            max_bytes,
+            max_object_bytes,
+            entries: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    fn forget(&self, entry: &Entry) {
+        self.entries.fetch_sub(1, Ordering::Relaxed);
+        self.bytes
+            .fetch_sub(weight_kib(entry) as u64 * 1024, Ordering::Relaxed);
+    }
+
+    /// Synchronous lookup, for callers that are not async (stats, explain).
+    pub fn peek(&self, hash: &HashBinary) -> Option<Arc<Entry>> {
+        self.cache
+            .get(&short(hash))
+            .filter(|e| e.hash == *hash)
+    }
+}
+
+#[async_trait]
+impl Tier for MemoryTier {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn get(&self, hash: &HashBinary) -> Result<Option<Arc<Entry>>, TierError> {
+        Ok(self.peek(hash))
+    }
+
+    async fn put(&self, entry: Arc<Entry>) -> Result<Admission, TierError> {
+        if entry.size() as u64 > self.max_object_bytes {
+            // A smaller copy of this key must not linger and be served instead.
+            self.remove(&entry.hash).await?;
+            return Ok(Admission::TooLarge);
+        }
+        let key = short(&entry.hash);
+        // Replacing in place would hide the old weight from our byte count: remove first.
+        if let Some(old) = self.cache.remove(&key) {
+            self.forget(&old);
+        }
+        let weight = weight_kib(&entry);
+        self.entries.fetch_add(1, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(weight as u64 * 1024, Ordering::Relaxed);
+        for evicted in self.cache.put(key, entry, weight) {
+            self.forget(&evicted.data);
+        }
+        Ok(Admission::Stored)
+    }
+
+    async fn remove(&self, hash: &HashBinary) -> Result<bool, TierError> {
+        match self.cache.remove(&short(hash)) {
+            Some(old) => {
+                self.forget(&old);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn stats(&self) -> TierStats {
+        TierStats {
+            entries: self.entries.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            max_bytes: self.max_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::EntryTimes;
+    use bytes::Bytes;
+    use pingora::http::ResponseHeader;
+    use std::time::SystemTime;
+
+    fn entry(n: u32, body_len: usize) -> Arc<Entry> {
+        let now = SystemTime::now();
+        let key = format!("/k?n={n}");
+        Arc::new(Entry::new(
+            key.clone(),
+            pingora::cache::key::hash_key(&key),
+            EntryTimes {
+                fresh_until: now,
+                created: now,
+                updated: now,
+                swr_sec: 0,
+                sie_sec: 0,
+            },
+            ResponseHeader::build(200, None).unwrap(),
+            vec![Bytes::from(vec![b'x'; body_len])],
+        ))
+    }
+
+    #[tokio::test]
+    async fn stays_within_max_bytes() {
+        let tier = MemoryTier::new(256 * 1024, 64 * 1024);
+        for n in 0..500 {
+            tier.put(entry(n, 10_000)).await.unwrap();
+            assert!(tier.stats().bytes <= 256 * 1024, "{:?}", tier.stats());
+        }
+        assert!(tier.stats().entries > 5);
+    }
+
+    #[tokio::test]
+    async fn too_large_is_refused_and_replaces_nothing() {
+        let tier = MemoryTier::new(1 << 20, 4096);
+        tier.put(entry(1, 100)).await.unwrap();
+        assert_eq!(
+            tier.put(entry(1, 10_000)).await.unwrap(),
+            Admission::TooLarge
+        );
+        assert!(tier.get(&entry(1, 1).hash).await.unwrap().is_none());
+        assert_eq!(tier.stats().entries, 0);
+        assert_eq!(tier.stats().bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn replace_and_remove_keep_counts() {
+        let tier = MemoryTier::new(1 << 20, 1 << 20);
+        tier.put(entry(1, 100)).await.unwrap();
+        tier.put(entry(1, 5000)).await.unwrap();
+        assert_eq!(tier.stats().entries, 1);
+        let got = tier.get(&entry(1, 1).hash).await.unwrap().unwrap();
+        assert_eq!(got.body_len, 5000);
+        assert!(tier.remove(&got.hash).await.unwrap());
+        assert_eq!(tier.stats().entries, 0);
+        assert_eq!(tier.stats().bytes, 0);
+    }
+}
