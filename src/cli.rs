@@ -1,31 +1,184 @@
 //! Command line: `serve` (default), `check`, `simulate`, `demo`.
 
-use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
 
-use crate::simulator;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config};
+use crate::{server, simulator};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "rentcache",
     version,
-    about = "Caching reverse proxy for the Rentman API"
+    about = "Caching reverse proxy for the Rentman API",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// `serve` options, when no subcommand is given.
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the caching proxy (the default).
+    Serve(ServeArgs),
+    /// Validate a config file: exit 0 with a summary, or 1 with every error.
+    Check(CheckArgs),
     /// Run the Rentman simulator alone.
     Simulate(simulator::SimOptions),
+    /// Run the simulator and the proxy in front of it on loopback ports (no token needed).
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Config file.
+    #[arg(short = 'c', long = "config", default_value = "conf/rentcache.yaml")]
+    config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// Config file to validate.
+    #[arg(short = 'c', long = "config", default_value = "conf/rentcache.yaml")]
+    config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Port of the proxy.
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Port of the simulated Rentman API.
+    #[arg(long, default_value_t = 8081)]
+    sim_port: u16,
+    /// Median simulated Rentman latency in milliseconds.
+    #[arg(long, default_value_t = 350)]
+    latency_ms: u64,
+}
+
+fn init_logging() {
+    let env = env_logger::Env::default().default_filter_or("info");
+    let _ = env_logger::Builder::from_env(env).try_init();
 }
 
 /// Parses the command line, runs the chosen subcommand and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
     match cli.command {
+        None => serve(&cli.serve.config),
+        Some(Command::Serve(args)) => serve(&args.config),
+        Some(Command::Check(args)) => check(&args.config),
         Some(Command::Simulate(opts)) => simulator::run(opts),
-        None => 0,
+        Some(Command::Demo(args)) => demo(args),
     }
+}
+
+fn load(path: &Path) -> Result<Config, i32> {
+    config::load_file(path).map_err(|e| {
+        eprintln!("{e}");
+        eprintln!(
+            "{}: {} error(s); nothing started",
+            path.display(),
+            e.errors.len()
+        );
+        1
+    })
+}
+
+fn serve(path: &Path) -> i32 {
+    init_logging();
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut server = server::new_server(&config);
+    server::add_cache_services(&mut server, config);
+    server::run(server);
+    0
+}
+
+fn check(path: &Path) -> i32 {
+    match load(path) {
+        Ok(c) => {
+            println!(
+                "{}: OK: {} routes ({}), listening on {}, upstream {}, memory {} MiB",
+                path.display(),
+                c.routes.len(),
+                c.routes
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                c.server.listen.join(", "),
+                c.upstream.base_url,
+                c.memory.max_bytes >> 20
+            );
+            0
+        }
+        Err(code) => code,
+    }
+}
+
+/// The shipped Rentman routes, pointed at the local simulator on loopback.
+fn demo_config(args: &DemoArgs) -> Config {
+    let shipped = include_str!("../conf/rentcache.yaml");
+    let text = format!("{shipped}\n# demo overrides\n",)
+        .replace(
+            "listen: [\"0.0.0.0:8080\"]",
+            &format!("listen: [\"127.0.0.1:{}\"]", args.port),
+        )
+        .replace(
+            "base_url: https://www.rentman.online",
+            &format!("base_url: http://127.0.0.1:{}", args.sim_port),
+        );
+    config::parse_str(&text, "built-in demo config").expect("the shipped config is valid")
+}
+
+/// Simulator options as if given on the command line (so defaults stay in one place).
+fn sim_options(flags: &[&str]) -> simulator::SimOptions {
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        options: simulator::SimOptions,
+    }
+    let argv = std::iter::once("simulate").chain(flags.iter().copied());
+    Wrapper::parse_from(argv).options
+}
+
+fn demo(args: DemoArgs) -> i32 {
+    init_logging();
+    let config = demo_config(&args);
+    let mut server = server::new_server(&config);
+    let sim = simulator::Simulator::new(sim_options(&[
+        "--port",
+        &args.sim_port.to_string(),
+        "--latency-ms",
+        &args.latency_ms.to_string(),
+    ]));
+    server.add_service(sim.service());
+    server::add_cache_services(&mut server, config);
+    let base = format!("http://127.0.0.1:{}", args.port);
+    println!("rentcache demo: the Rentman simulator on 127.0.0.1:{} (median latency {} ms), the cache in front of it.", args.sim_port, args.latency_ms);
+    println!("Try (run each twice: MISS, then HIT):");
+    for path in [
+        "/propertyadvertising.php?featured=1&noimage=1",
+        "/propertyadvertising.php?rob=rent&limit=25&page=1",
+        "/propertyadvertising.php?propref=1&noimage=1",
+        "/propertyadvertising.php?onlyarea=1",
+        "/propertymedia.php?propref=1",
+    ] {
+        println!("  curl -si '{base}{path}' | head -20");
+    }
+    println!(
+        "Simulator counters: curl -s http://127.0.0.1:{}/__sim/stats",
+        args.sim_port
+    );
+    println!("Stop with Ctrl-C.");
+    server::run(server);
+    0
 }

@@ -4,7 +4,11 @@
 //! The `simulator` is a stand-alone Rentman look-alike that nothing else imports.
 
 pub mod cli;
-pub mod simulator;
 pub mod config;
+pub mod json_error;
 pub mod policy;
+pub mod proxy;
+pub mod server;
+pub mod simulator;
 pub mod storage;
+pub mod upstream;

@@ -45,10 +45,7 @@ fn server(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Server {
         p.push((path.key("threads"), "must be at least 1".into()));
     }
     if s.compression_level > 9 {
-        p.push((
-            path.key("compression_level"),
-            "must be 0 (off) to 9".into(),
-        ));
+        p.push((path.key("compression_level"), "must be 0 (off) to 9".into()));
     }
     Server {
         listen: s.listen.clone(),
@@ -91,10 +88,7 @@ fn upstream(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Upstream {
             }
             out.port = uri.port_u16().unwrap_or(if out.tls { 443 } else { 80 });
             if uri.query().is_some() {
-                p.push((
-                    path.key("base_url"),
-                    "must not carry a query string".into(),
-                ));
+                p.push((path.key("base_url"), "must not carry a query string".into()));
             }
             out.path_prefix = uri.path().trim_end_matches('/').to_string();
         }
@@ -104,8 +98,7 @@ fn upstream(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Upstream {
         )),
     }
     let env_ok = !u.token_env.is_empty()
-        && u
-            .token_env
+        && u.token_env
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !env_ok {
@@ -274,8 +267,7 @@ fn shadows(earlier: &Route, later: &Route) -> bool {
 
 fn route(r: &RouteFile, path: &KeyPath, p: &mut Problems) -> Route {
     let name_ok = !r.name.is_empty()
-        && r
-            .name
+        && r.name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !name_ok {
@@ -290,7 +282,10 @@ fn route(r: &RouteFile, path: &KeyPath, p: &mut Problems) -> Route {
         (Some(exact), None) => PathMatch::Exact(exact.clone()),
         (None, Some(prefix)) => PathMatch::Prefix(prefix.clone()),
         (Some(_), Some(_)) => {
-            p.push((mp.clone(), "give either `path` or `path_prefix`, not both".into()));
+            p.push((
+                mp.clone(),
+                "give either `path` or `path_prefix`, not both".into(),
+            ));
             PathMatch::Prefix(String::new())
         }
         (None, None) => {
@@ -360,9 +355,10 @@ fn route(r: &RouteFile, path: &KeyPath, p: &mut Problems) -> Route {
     for (i, m) in r.pass_through_methods.iter().enumerate() {
         let at = path.key("pass_through_methods").index(i);
         match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-            Ok(method) if method == http::Method::GET || method == http::Method::HEAD => {
-                p.push((at, format!("{m} is always allowed; list only other methods")))
-            }
+            Ok(method) if method == http::Method::GET || method == http::Method::HEAD => p.push((
+                at,
+                format!("{m} is always allowed; list only other methods"),
+            )),
             Ok(method) => methods.push(method),
             Err(_) => p.push((at, format!("`{m}` is not an HTTP method"))),
         }

@@ -100,7 +100,10 @@ pub fn parse_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
         Value::Mapping(map) => {
             for (k, v) in map {
                 let Some(key) = k.as_str() else {
-                    problems.push((root.clone(), format!("section names must be text, found {k:?}")));
+                    problems.push((
+                        root.clone(),
+                        format!("section names must be text, found {k:?}"),
+                    ));
                     continue;
                 };
                 let path = root.key(key);
@@ -144,7 +147,7 @@ pub fn parse_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
             }
         })
         .collect();
-    errors.sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+    errors.sort_by_key(|e| (e.line, e.column));
     errors.dedup();
     Err(ConfigErrors {
         file: source.to_string(),
@@ -293,7 +296,9 @@ routes:
 
     #[test]
     fn missing_routes_is_an_error() {
-        let e = parse_str("server: {threads: 1}\n", "m.yaml").unwrap_err().to_string();
+        let e = parse_str("server: {threads: 1}\n", "m.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("routes: at least one route"), "{e}");
     }
 }

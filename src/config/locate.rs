@@ -80,8 +80,14 @@ pub struct Locations {
 }
 
 enum Frame {
-    Map { path: KeyPath, pending_key: Option<String> },
-    Seq { path: KeyPath, next: usize },
+    Map {
+        path: KeyPath,
+        pending_key: Option<String>,
+    },
+    Seq {
+        path: KeyPath,
+        next: usize,
+    },
 }
 
 impl Locations {
@@ -112,7 +118,13 @@ impl Locations {
             };
             match event {
                 Event::Scalar(value, ..) => {
-                    let is_key = matches!(stack.last(), Some(Frame::Map { pending_key: None, .. }));
+                    let is_key = matches!(
+                        stack.last(),
+                        Some(Frame::Map {
+                            pending_key: None,
+                            ..
+                        })
+                    );
                     if is_key {
                         if let Some(Frame::Map { path, pending_key }) = stack.last_mut() {
                             map.entry(path.key(&value)).or_insert(pos);
@@ -198,7 +210,11 @@ mod tests {
 
     #[test]
     fn displays_paths() {
-        let path = KeyPath::root().key("routes").index(2).key("match").key("path");
+        let path = KeyPath::root()
+            .key("routes")
+            .index(2)
+            .key("match")
+            .key("path");
         assert_eq!(path.to_string(), "routes[2].match.path");
     }
 }

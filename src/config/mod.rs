@@ -142,3 +142,7 @@ impl Route {
         self.mode == Mode::HonorOrigin || !self.ttl.is_zero()
     }
 }
+
+/// The config in force, swapped atomically on reload; a request keeps the snapshot it started
+/// with.
+pub type SharedConfig = std::sync::Arc<arc_swap::ArcSwap<Config>>;

@@ -108,15 +108,24 @@ mod tests {
     use super::*;
 
     fn chunks(parts: &[&'static str]) -> Vec<Bytes> {
-        parts.iter().map(|p| Bytes::from_static(p.as_bytes())).collect()
+        parts
+            .iter()
+            .map(|p| Bytes::from_static(p.as_bytes()))
+            .collect()
     }
 
     #[test]
     fn verdicts() {
-        assert_eq!(check_json_array(&chunks(&[" [1,", "{\"a\":2}", "] "])), Ok(()));
+        assert_eq!(
+            check_json_array(&chunks(&[" [1,", "{\"a\":2}", "] "])),
+            Ok(())
+        );
         assert_eq!(check_json_array(&chunks(&["[]"])), Ok(()));
         assert_eq!(check_json_array(&chunks(&[])), Err(BodyProblem::Empty));
-        assert_eq!(check_json_array(&chunks(&["  ", "\n"])), Err(BodyProblem::Empty));
+        assert_eq!(
+            check_json_array(&chunks(&["  ", "\n"])),
+            Err(BodyProblem::Empty)
+        );
         assert_eq!(
             check_json_array(&chunks(&["{\"error\":1}"])),
             Err(BodyProblem::NotArray)

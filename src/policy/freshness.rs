@@ -2,7 +2,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use pingora::cache::cache_control::{CacheControl, Cacheable as CcCacheable, InterpretCacheControl};
+use pingora::cache::cache_control::{
+    CacheControl, Cacheable as CcCacheable, InterpretCacheControl,
+};
 use pingora::cache::filters::{calculate_fresh_until, calculate_serve_stale_durations};
 use pingora::cache::{CacheMeta, CacheMetaDefaults, NoCacheReason, RespCacheable};
 use pingora::http::ResponseHeader;
@@ -137,7 +139,9 @@ mod tests {
 
     #[test]
     fn forced_uses_route_times_and_ignores_origin() {
-        let r = route("{name: a, match: {path: /}, ttl: 5m, stale_while_revalidate: 1m, stale_if_error: 1h}");
+        let r = route(
+            "{name: a, match: {path: /}, ttl: 5m, stale_while_revalidate: 1m, stale_if_error: 1h}",
+        );
         let now = SystemTime::now();
         let m = meta(decide(
             &r,
@@ -170,7 +174,13 @@ mod tests {
         let now = SystemTime::now();
         let m = meta(decide(
             &r,
-            &resp(200, &[("cache-control", "public, s-maxage=30, max-age=10, stale-while-revalidate=5")]),
+            &resp(
+                200,
+                &[(
+                    "cache-control",
+                    "public, s-maxage=30, max-age=10, stale-while-revalidate=5",
+                )],
+            ),
             false,
             now,
         ));
@@ -179,7 +189,10 @@ mod tests {
         assert_eq!(m.stale_while_revalidate_sec(), 0);
         let m = meta(decide(
             &r,
-            &resp(200, &[("cache-control", "max-age=10, stale-while-revalidate=5")]),
+            &resp(
+                200,
+                &[("cache-control", "max-age=10, stale-while-revalidate=5")],
+            ),
             false,
             now,
         ));

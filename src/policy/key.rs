@@ -141,7 +141,10 @@ mod tests {
     fn routes_by_query() {
         let c = config();
         let name = |q: &str| c.routes[canon(q, &[]).route].name.clone();
-        assert_eq!(name("/propertyadvertising.php?featured=1&noimage=1"), "featured");
+        assert_eq!(
+            name("/propertyadvertising.php?featured=1&noimage=1"),
+            "featured"
+        );
         assert_eq!(name("/propertyadvertising.php?propref=12"), "property");
         assert_eq!(name("/propertyadvertising.php?propref="), "listings");
         assert_eq!(name("/propertyadvertising.php?onlyarea=1"), "areas");

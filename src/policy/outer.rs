@@ -41,7 +41,10 @@ impl CacheStatus {
     pub fn from_cache(self) -> bool {
         matches!(
             self,
-            CacheStatus::Hit | CacheStatus::Stale | CacheStatus::Updating | CacheStatus::Revalidated
+            CacheStatus::Hit
+                | CacheStatus::Stale
+                | CacheStatus::Updating
+                | CacheStatus::Revalidated
         )
     }
 }
@@ -139,7 +142,13 @@ mod tests {
             "rentcache; fwd=uri-miss; fwd-status=200; stored"
         );
         assert_eq!(
-            cache_status_field(CacheStatus::Stale, Some(-5), Some(502), false, Some("upstream \"x\"")),
+            cache_status_field(
+                CacheStatus::Stale,
+                Some(-5),
+                Some(502),
+                false,
+                Some("upstream \"x\"")
+            ),
             "rentcache; hit; fwd=stale; fwd-status=502; ttl=-5; detail=\"upstream 'x'\""
         );
     }

@@ -54,9 +54,7 @@ impl MemoryTier {
 
     /// Synchronous lookup, for callers that are not async (stats, explain).
     pub fn peek(&self, hash: &HashBinary) -> Option<Arc<Entry>> {
-        self.cache
-            .get(&short(hash))
-            .filter(|e| e.hash == *hash)
+        self.cache.get(&short(hash)).filter(|e| e.hash == *hash)
     }
 }
 

@@ -55,7 +55,12 @@ impl TieredStorage {
             match tier.put(entry.clone()).await {
                 Ok(super::Admission::Stored) => stored = true,
                 Ok(super::Admission::TooLarge) => {
-                    debug!("{} ({} bytes) too large for {}", entry.key, entry.body_len, tier.name())
+                    debug!(
+                        "{} ({} bytes) too large for {}",
+                        entry.key,
+                        entry.body_len,
+                        tier.name()
+                    )
                 }
                 Err(e) => warn!("cache write to {} failed: {e}", tier.name()),
             }

@@ -144,18 +144,16 @@ pub struct Sim {
 }
 
 impl Sim {
-    /// Starts `rentcache simulate` with zero latency plus `extra` arguments.
+    /// Starts `rentcache simulate` plus `extra` arguments (zero latency unless `extra` says
+    /// otherwise).
     pub fn start(extra: &[&str]) -> Sim {
         let dir = scratch_dir("sim");
         for _ in 0..5 {
             let port = free_port();
-            let mut args: Vec<String> = vec![
-                "simulate".into(),
-                "--port".into(),
-                port.to_string(),
-                "--latency-ms".into(),
-                "0".into(),
-            ];
+            let mut args: Vec<String> = vec!["simulate".into(), "--port".into(), port.to_string()];
+            if !extra.contains(&"--latency-ms") {
+                args.extend(["--latency-ms".to_string(), "0".to_string()]);
+            }
             args.extend(extra.iter().map(|s| s.to_string()));
             if let Some(proc) = spawn_listening("simulator", BIN, &args, &[], &dir, port) {
                 return Sim { proc, port };
@@ -178,6 +176,17 @@ impl Sim {
     /// Total upstream calls the simulator answered on the two API endpoints.
     pub fn api_calls(&self) -> u64 {
         self.stats()["total"].as_u64().expect("stats.total")
+    }
+
+    /// Changes the simulator's behaviour at runtime (`POST /__sim/faults`).
+    pub fn set(&self, settings: serde_json::Value) {
+        let r = request(
+            "POST",
+            &format!("{}/__sim/faults", self.base()),
+            &[("content-type", "application/json")],
+            settings.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "sim faults: {}", r.text());
     }
 }
 
@@ -222,8 +231,7 @@ fn agent() -> &'static ureq::Agent {
 
 /// Sends a request with any method; panics on transport errors (never on HTTP statuses).
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    try_request(method, url, headers, body)
-        .unwrap_or_else(|e| panic!("{method} {url} failed: {e}"))
+    try_request(method, url, headers, body).unwrap_or_else(|e| panic!("{method} {url} failed: {e}"))
 }
 
 /// Like [`request`] but returns transport errors.
@@ -270,4 +278,114 @@ pub fn try_request(
 
 pub fn get(url: &str, headers: &[(&str, &str)]) -> Resp {
     request("GET", url, headers, b"")
+}
+
+/// The shipped `conf/rentcache.yaml` with `{{PORT}}` as the listen port and `{{ORIGIN}}` as
+/// the upstream, for tests that want the real Rentman routes.
+pub fn shipped_config() -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/rentcache.yaml"))
+        .expect("read conf/rentcache.yaml");
+    text.replace(
+        "listen: [\"0.0.0.0:8080\"]",
+        "listen: [\"127.0.0.1:{{PORT}}\"]",
+    )
+    .replace(
+        "base_url: https://www.rentman.online",
+        "base_url: {{ORIGIN}}",
+    )
+}
+
+/// A running proxy.
+pub struct Proxy {
+    pub proc: Proc,
+    pub port: u16,
+    pub config_path: PathBuf,
+}
+
+impl Proxy {
+    /// Starts `rentcache serve` with `config` (placeholders `{{PORT}}`, `{{ORIGIN}}`) in front
+    /// of `origin`, with extra environment variables.
+    pub fn start(config: &str, origin: &str, envs: &[(&str, &str)]) -> Proxy {
+        let dir = scratch_dir("proxy");
+        let config_path = dir.join("rentcache.yaml");
+        let mut envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if !envs.iter().any(|(k, _)| k == "RUST_LOG") {
+            envs.push(("RUST_LOG".into(), "info".into()));
+        }
+        for _ in 0..5 {
+            let port = free_port();
+            let text = config
+                .replace("{{PORT}}", &port.to_string())
+                .replace("{{ORIGIN}}", origin);
+            std::fs::write(&config_path, text).expect("write config");
+            let args: Vec<String> = vec![
+                "serve".into(),
+                "-c".into(),
+                config_path.to_string_lossy().into_owned(),
+            ];
+            if let Some(proc) = spawn_listening("proxy", BIN, &args, &envs, &dir, port) {
+                return Proxy {
+                    proc,
+                    port,
+                    config_path,
+                };
+            }
+        }
+        panic!("proxy failed to start 5 times");
+    }
+
+    /// The shipped Rentman routes in front of `sim`.
+    pub fn rentman(sim: &Sim, envs: &[(&str, &str)]) -> Proxy {
+        Proxy::start(&shipped_config(), &sim.base(), envs)
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path_and_query)
+    }
+
+    pub fn get(&self, path_and_query: &str) -> Resp {
+        get(&self.url(path_and_query), &[])
+    }
+}
+
+/// Runs `f` on `n` threads at once (released together) and returns their results.
+pub fn concurrently<T: Send + 'static>(
+    n: usize,
+    f: impl Fn(usize) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let f = std::sync::Arc::new(f);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let f = f.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                f(i)
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect()
+}
+
+/// Repeats `probe` (with a short pause) until it returns Some, for at most `limit`; for
+/// waiting on a state change such as an entry expiring, never as a fixed sleep.
+pub fn eventually<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -1,0 +1,60 @@
+//! What one request carries from hook to hook.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::config::{Config, Route};
+use crate::policy::key::Canonical;
+
+pub struct Ctx {
+    /// Identifies this request to the gateway (for failure reasons).
+    pub id: u64,
+    pub started: Instant,
+    /// The config this request runs under, even if a reload happens meanwhile.
+    pub config: Arc<Config>,
+    pub canonical: Option<Canonical>,
+    /// Forwarded without the cache (other methods, or a route that stores nothing).
+    pub pass_through: bool,
+    /// A lookup found an entry; `Some(fresh)`.
+    pub found_fresh: Option<bool>,
+    pub upstream_status: Option<u16>,
+    /// The gateway's reason code when the upstream failed.
+    pub upstream_failure: Option<String>,
+    /// Why an expired entry was served instead of the upstream's answer.
+    pub stale_reason: Option<String>,
+    /// Body of a fill on a JSON route, checked once complete before it is stored.
+    pub fill_body: Vec<Bytes>,
+    pub check_fill_body: bool,
+}
+
+impl Ctx {
+    pub fn new(id: u64, config: Arc<Config>) -> Ctx {
+        Ctx {
+            id,
+            started: Instant::now(),
+            config,
+            canonical: None,
+            pass_through: false,
+            found_fresh: None,
+            upstream_status: None,
+            upstream_failure: None,
+            stale_reason: None,
+            fill_body: Vec::new(),
+            check_fill_body: false,
+        }
+    }
+
+    pub fn route(&self) -> Option<&Route> {
+        self.canonical
+            .as_ref()
+            .map(|c| &self.config.routes[c.route])
+    }
+
+    /// The canonical key, or `-` before routing: what logs show instead of the raw URI
+    /// (which may carry a client's token).
+    pub fn key(&self) -> &str {
+        self.canonical.as_ref().map_or("-", |c| c.key.as_str())
+    }
+}

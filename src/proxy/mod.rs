@@ -1,0 +1,423 @@
+//! The caching proxy: pingora's hooks, each a few lines that hand off to `policy`,
+//! `storage` and the gateway.
+//!
+//! Request path: route and canonical key (`request_filter`) -> cache enabled with our tiers
+//! and lock (`request_cache_filter`) -> lookup, lock, SWR by pingora -> on a miss, to the
+//! origin gateway over a Unix socket (`upstream_peer`, `upstream_request_filter`) -> storage
+//! decision (`response_cache_filter`) -> headers for clients and outer caches
+//! (`response_filter`).
+
+mod ctx;
+mod outcome;
+mod reply;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use log::{debug, warn};
+use pingora::cache::lock::CacheKeyLockImpl;
+use pingora::cache::{CacheKey, CacheMeta, CacheOptionOverrides, HitHandler, NoCacheReason};
+use pingora::cache::{ForcedFreshness, RespCacheable};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::compression::ResponseCompressionBuilder;
+use pingora::modules::http::HttpModules;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+pub use ctx::Ctx;
+
+use crate::config::{BodyCheck, Mode, SharedConfig};
+use crate::policy::cors::{self, Preflight};
+use crate::policy::{body, freshness, key, routes, validators};
+use crate::storage::TieredStorage;
+use crate::upstream::{FailureBoard, REQUEST_ID_HEADER, ROUTE_HEADER};
+
+pub struct RentCache {
+    config: SharedConfig,
+    storage: &'static TieredStorage,
+    lock: &'static CacheKeyLockImpl,
+    board: Arc<FailureBoard>,
+    /// The origin gateway, over its Unix socket.
+    gateway: HttpPeer,
+    /// Largest body any tier can keep; larger responses are served but not stored.
+    max_object_bytes: usize,
+    /// How long a request waits for another one filling the same key.
+    lock_wait: Duration,
+    compression_level: u32,
+    next_id: AtomicU64,
+}
+
+impl RentCache {
+    pub fn new(
+        config: SharedConfig,
+        storage: &'static TieredStorage,
+        lock: &'static CacheKeyLockImpl,
+        board: Arc<FailureBoard>,
+        gateway_socket: &std::path::Path,
+        max_object_bytes: usize,
+    ) -> RentCache {
+        let c = config.load();
+        let mut gateway =
+            HttpPeer::new_uds(&gateway_socket.to_string_lossy(), false, String::new())
+                .expect("a valid socket path");
+        // The gateway answers with its own 504 first; this only guards against a stuck gateway.
+        let upstream_budget = c.upstream.connect_timeout + c.upstream.read_timeout;
+        gateway.options.read_timeout = Some(upstream_budget + Duration::from_secs(5));
+        gateway.options.idle_timeout = Some(Duration::from_secs(60));
+        RentCache {
+            storage,
+            lock,
+            board,
+            gateway,
+            max_object_bytes,
+            lock_wait: upstream_budget + Duration::from_secs(1),
+            compression_level: c.server.compression_level,
+            next_id: AtomicU64::new(1),
+            config: config.clone(),
+        }
+    }
+
+    /// Answers a CORS preflight; returns whether this request was one.
+    async fn preflight(&self, session: &mut Session, ctx: &Ctx) -> Result<bool> {
+        let req = session.req_header();
+        let header = |name: http::header::HeaderName| {
+            req.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (Some(origin), Some(method)) = (
+            header(http::header::ORIGIN),
+            header(http::header::ACCESS_CONTROL_REQUEST_METHOD),
+        ) else {
+            return Ok(false);
+        };
+        let requested_headers = header(http::header::ACCESS_CONTROL_REQUEST_HEADERS);
+        let mut methods = vec![http::Method::GET, http::Method::HEAD];
+        let canonical =
+            key::canonicalize(&ctx.config, req.uri.path(), req.uri.query(), &req.headers);
+        if let Some(c) = &canonical {
+            methods.extend(
+                ctx.config.routes[c.route]
+                    .pass_through_methods
+                    .iter()
+                    .cloned(),
+            );
+        }
+        match cors::preflight(
+            &ctx.config.cors,
+            &origin,
+            &method,
+            requested_headers.as_deref(),
+            &methods,
+        ) {
+            Preflight::Allowed(headers) => reply::send(session, 204, headers, Bytes::new()).await?,
+            Preflight::Denied(why) => {
+                reply::error(session, 403, "cors_denied", &why, Vec::new()).await?
+            }
+        }
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for RentCache {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new(
+            self.next_id.fetch_add(1, Ordering::Relaxed),
+            self.config.load_full(),
+        )
+    }
+
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        modules.add_module(ResponseCompressionBuilder::enable(self.compression_level));
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let method = session.req_header().method.clone();
+        if method == http::Method::OPTIONS && self.preflight(session, ctx).await? {
+            return Ok(true);
+        }
+        let req = session.req_header();
+        let Some(canonical) =
+            key::canonicalize(&ctx.config, req.uri.path(), req.uri.query(), &req.headers)
+        else {
+            let msg = format!("no route for {}", req.uri.path());
+            reply::error(session, 404, "no_route", &msg, cors_headers(session, ctx)).await?;
+            return Ok(true);
+        };
+        let route = &ctx.config.routes[canonical.route];
+        if !routes::allows_method(route, &method) {
+            let mut allow = vec!["GET", "HEAD"];
+            allow.extend(route.pass_through_methods.iter().map(http::Method::as_str));
+            let mut headers = cors_headers(session, ctx);
+            headers.push(("allow", allow.join(", ")));
+            let msg = format!("{method} is not allowed here; use {}", allow.join(" or "));
+            reply::error(session, 405, "method_not_allowed", &msg, headers).await?;
+            return Ok(true);
+        }
+        ctx.pass_through =
+            !(method == http::Method::GET || method == http::Method::HEAD) || !route.is_cached();
+        ctx.canonical = Some(canonical);
+        Ok(false)
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        if ctx.pass_through || ctx.canonical.is_none() {
+            return Ok(());
+        }
+        let mut overrides = CacheOptionOverrides::default();
+        overrides.wait_timeout = Some(self.lock_wait);
+        session
+            .cache
+            .enable(self.storage, None, None, Some(self.lock), Some(overrides));
+        session.cache.set_max_file_size_bytes(self.max_object_bytes);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, _session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+        match &ctx.canonical {
+            Some(c) => Ok(CacheKey::new(c.key.clone(), "")),
+            None => Error::e_explain(ErrorType::InternalError, "no canonical key"),
+        }
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        _meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        is_fresh: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<ForcedFreshness>> {
+        ctx.found_fresh = Some(is_fresh);
+        Ok(None)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.gateway.clone()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(c) = &ctx.canonical else {
+            return Error::e_explain(ErrorType::InternalError, "unrouted request upstream");
+        };
+        let route = &ctx.config.routes[c.route];
+        req.set_uri(
+            c.target
+                .parse()
+                .map_err(|_| Error::explain(ErrorType::InternalError, "bad canonical target"))?,
+        );
+        req.remove_header(ctx.config.upstream.token_name.as_str());
+        if route.mode == Mode::Forced {
+            // The key ignores credentials, so the upstream must not see any either.
+            req.remove_header(&http::header::COOKIE);
+            req.remove_header(&http::header::AUTHORIZATION);
+        }
+        // pingora revalidates with the stored ETag; the origin cannot know our own.
+        let own_etag = req
+            .headers
+            .get(http::header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(validators::is_own_etag);
+        if own_etag {
+            req.remove_header(&http::header::IF_NONE_MATCH);
+        }
+        for (name, _) in &route.key_headers {
+            req.remove_header(name.as_str());
+        }
+        for (name, value) in &c.headers {
+            req.insert_header(name.clone(), value.as_str())?;
+        }
+        req.insert_header(ROUTE_HEADER, route.name.as_str())?;
+        req.insert_header(REQUEST_ID_HEADER, ctx.id.to_string())?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.upstream_status = Some(resp.status.as_u16());
+        if let Some(reason) = resp.remove_header(crate::upstream::REASON_HEADER) {
+            ctx.upstream_failure = reason.to_str().ok().map(str::to_string);
+            self.board.take(ctx.id);
+        }
+        ctx.check_fill_body = session.cache.enabled()
+            && resp.status == http::StatusCode::OK
+            && ctx.route().is_some_and(|r| r.body == BodyCheck::JsonArray);
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if !ctx.check_fill_body {
+            return Ok(None);
+        }
+        if let Some(b) = body {
+            ctx.fill_body.push(b.clone());
+        }
+        if end_of_stream {
+            ctx.check_fill_body = false;
+            let chunks = std::mem::take(&mut ctx.fill_body);
+            if let Err(problem) = body::check_json_array(&chunks) {
+                warn!("not storing {}: {problem}", ctx.key());
+                ctx.upstream_failure = Some(problem.code().to_string());
+                session
+                    .cache
+                    .disable(NoCacheReason::Custom("invalid upstream body"));
+            }
+        }
+        Ok(None)
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<RespCacheable> {
+        let Some(route) = ctx.route() else {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
+        };
+        if ctx.upstream_failure.is_some() {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
+        }
+        let authorization = session
+            .req_header()
+            .headers
+            .contains_key(http::header::AUTHORIZATION);
+        Ok(freshness::decide(
+            route,
+            resp,
+            authorization,
+            SystemTime::now(),
+        ))
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+        error: Option<&Error>,
+    ) -> bool {
+        let Some(e) = error else {
+            // Stale-while-revalidate: pingora has checked the entry's own window.
+            return true;
+        };
+        if e.esource() != &ErrorSource::Upstream {
+            return false;
+        }
+        let failure = self.board.take(ctx.id);
+        ctx.upstream_status = match (&failure, e.etype()) {
+            (Some(f), _) => Some(f.status()),
+            (None, ErrorType::HTTPStatus(code)) => Some(*code),
+            _ => None,
+        };
+        ctx.stale_reason = Some(match (failure, e.etype()) {
+            (Some(f), _) => f.code(),
+            (None, ErrorType::HTTPStatus(code)) => format!("status-{code}"),
+            (None, other) => other.as_str().to_ascii_lowercase(),
+        });
+        true
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let status = outcome::cache_status(session, ctx);
+        outcome::decorate(resp, session, ctx, status);
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy
+    where
+        Ctx: Send + Sync,
+    {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                _ => 500,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            let message = match code {
+                502 | 504 => "the upstream could not be reached".to_string(),
+                400 => "the request could not be read".to_string(),
+                _ => "internal error".to_string(),
+            };
+            let headers = cors_headers(session, ctx);
+            if let Err(we) = reply::error(session, code, "proxy_error", &message, headers).await {
+                debug!("could not send error response: {we}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
+        // Never the raw URI: a client may have put a token in it.
+        format!("{} {}", session.req_header().method, ctx.key())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        self.board.take(ctx.id);
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        debug!(
+            "{} {} -> {} {} in {:?}{}",
+            session.req_header().method,
+            ctx.key(),
+            status,
+            outcome::cache_status(session, ctx).as_str(),
+            ctx.started.elapsed(),
+            e.map(|e| format!(" ({e})")).unwrap_or_default()
+        );
+    }
+}
+
+/// CORS headers for responses rentcache writes itself.
+fn cors_headers(session: &Session, ctx: &Ctx) -> Vec<(&'static str, String)> {
+    let origin = session
+        .req_header()
+        .headers
+        .get(http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    match cors::allow_origin(&ctx.config.cors, origin) {
+        Some(o) => {
+            let mut h = vec![("access-control-allow-origin", o.clone())];
+            if o != "*" {
+                h.push(("vary", "Origin".into()));
+            }
+            h
+        }
+        None => Vec::new(),
+    }
+}

@@ -1,0 +1,370 @@
+//! The origin gateway: the only code that talks to Rentman.
+//!
+//! The proxy sends its upstream requests here over a private Unix socket. The gateway adds the
+//! token, asks for an identity encoding, applies timeouts, and turns every kind of upstream
+//! failure (5xx, 429, refused, reset, timeout, and a 200 whose body cannot be content) into a
+//! 5xx with a JSON body and a reason header *before* any byte reaches the proxy. That ordering
+//! is the point: pingora decides stale-if-error on the response header, so a soft error found
+//! after the header had been forwarded could no longer be answered with the stale entry.
+
+mod board;
+mod failure;
+mod origin;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use log::{info, warn};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::http::RequestHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use pingora::services::listening::Service;
+
+pub use board::{FailureBoard, REQUEST_ID_HEADER};
+pub use failure::{Failure, REASON_HEADER};
+use origin::{Origin, IDLE_TIMEOUT};
+
+use crate::config::{BodyCheck, Config, Route, SharedConfig, TokenIn};
+use crate::policy::body::{self, BodyProblem};
+
+/// Names the route of a request from the proxy to the gateway.
+pub const ROUTE_HEADER: &str = "x-rentcache-route";
+
+/// The Rentman token: never printed, not even by `{:?}`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Reads the token from the environment variable `var`; empty counts as unset.
+    pub fn from_env(var: &str) -> Option<Secret> {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| Secret(v.trim().to_string()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Request headers that describe the hop to the gateway, not the request.
+const HOP_HEADERS: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "accept-encoding",
+];
+
+pub struct Gateway {
+    config: SharedConfig,
+    token: Option<Secret>,
+    origin: Origin,
+    board: Arc<FailureBoard>,
+}
+
+impl Gateway {
+    pub fn new(config: SharedConfig, token: Option<Secret>, board: Arc<FailureBoard>) -> Gateway {
+        Gateway {
+            config,
+            token,
+            origin: Origin::default(),
+            board,
+        }
+    }
+
+    /// A pingora service answering on the Unix socket `path` (owner-only permissions).
+    pub fn service(self, path: &Path) -> Service<Gateway> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut svc = Service::new("origin gateway".to_string(), self);
+        svc.add_uds(
+            &path.to_string_lossy(),
+            Some(std::fs::Permissions::from_mode(0o600)),
+        );
+        svc
+    }
+
+    /// The request to send upstream for `incoming` (already canonical: the proxy chose the
+    /// path, query and key headers).
+    fn upstream_request(&self, incoming: &RequestHeader, config: &Config) -> RequestHeader {
+        let up = &config.upstream;
+        let mut target = format!(
+            "{}{}",
+            up.path_prefix,
+            incoming
+                .uri
+                .path_and_query()
+                .map(|pq| pq.as_str())
+                .unwrap_or("/")
+        );
+        if let (TokenIn::Query, Some(token)) = (up.token_in, &self.token) {
+            target.push(if target.contains('?') { '&' } else { '?' });
+            target.push_str(&up.token_name);
+            target.push('=');
+            target.extend(percent_encoding::utf8_percent_encode(
+                token.expose(),
+                percent_encoding::NON_ALPHANUMERIC,
+            ));
+        }
+        let mut req = RequestHeader::build(incoming.method.clone(), target.as_bytes(), None)
+            .expect("a canonical target is a valid request target");
+        for (name, value) in incoming.headers.iter() {
+            let n = name.as_str();
+            if HOP_HEADERS.contains(&n) || n.starts_with("x-rentcache-") || n == up.token_name {
+                continue;
+            }
+            let _ = req.append_header(name.clone(), value.clone());
+        }
+        let default_port = if up.tls { 443 } else { 80 };
+        let host = if up.port == default_port {
+            up.host.clone()
+        } else {
+            format!("{}:{}", up.host, up.port)
+        };
+        let _ = req.insert_header(http::header::HOST, host);
+        // Compressed upstream bodies have been seen corrupt; the proxy compresses for clients.
+        let _ = req.insert_header(http::header::ACCEPT_ENCODING, "identity");
+        if let (TokenIn::Header, Some(token)) = (up.token_in, &self.token) {
+            let _ = req.insert_header(up.token_name.clone(), token.expose());
+        }
+        req
+    }
+
+    async fn respond_failure(&self, s: &mut ServerSession, what: &str, failure: Failure) -> bool {
+        warn!("upstream failure for {what}: {}", failure.message());
+        let (header, body) = failure.response();
+        if let Some(id) = s
+            .get_header(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+        {
+            self.board.post(id, failure);
+        }
+        // Drain what the proxy sent so the connection stays usable.
+        let _ = s.drain_request_body().await;
+        s.write_error_response(header, body).await.is_ok()
+    }
+
+    /// Relays one request; returns whether the connection to the proxy can be reused.
+    async fn relay(&self, s: &mut ServerSession) -> bool {
+        let config = self.config.load_full();
+        let route: Option<&Route> = s
+            .get_header(ROUTE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|name| config.routes.iter().find(|r| r.name == name));
+        let check_json = route.is_some_and(|r| r.body == BodyCheck::JsonArray);
+        let what = format!(
+            "{} {} (route {})",
+            s.req_header().method,
+            s.req_header().uri,
+            route.map_or("-", |r| r.name.as_str())
+        );
+        let req = self.upstream_request(s.req_header(), &config);
+        let read_timeout = config.upstream.read_timeout;
+
+        let peer = match self.origin.peer(&config.upstream, read_timeout).await {
+            Ok(p) => p,
+            Err(f) => return self.respond_failure(s, &what, f).await,
+        };
+        let (mut client, _reused) = match self.origin.connector.get_http_session(&peer).await {
+            Ok(c) => c,
+            Err(e) => {
+                return self
+                    .respond_failure(s, &what, Failure::from_error(&e))
+                    .await
+            }
+        };
+        client.set_read_timeout(Some(read_timeout));
+        client.set_write_timeout(Some(read_timeout));
+        if let Err(e) = client.write_request_header(Box::new(req)).await {
+            return self
+                .respond_failure(s, &what, Failure::from_error(&e))
+                .await;
+        }
+        loop {
+            match s.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if let Err(e) = client.write_request_body(chunk, false).await {
+                        return self
+                            .respond_failure(s, &what, Failure::from_error(&e))
+                            .await;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => return false,
+            }
+        }
+        if let Err(e) = client.finish_request_body().await {
+            return self
+                .respond_failure(s, &what, Failure::from_error(&e))
+                .await;
+        }
+        if let Err(e) = client.read_response_header().await {
+            return self
+                .respond_failure(s, &what, Failure::from_error(&e))
+                .await;
+        }
+        let resp = client
+            .response_header()
+            .expect("header was just read")
+            .clone();
+        let status = resp.status.as_u16();
+        if status == 429 {
+            let retry_after = resp
+                .headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(std::time::Duration::from_secs);
+            return self
+                .respond_failure(s, &what, Failure::RateLimited { retry_after })
+                .await;
+        }
+        if resp.status.is_server_error() {
+            return self
+                .respond_failure(s, &what, Failure::Status(status))
+                .await;
+        }
+
+        // On JSON routes, hold the body back until its first byte proves it is an array.
+        let mut held: Vec<Bytes> = Vec::new();
+        if check_json && status == 200 {
+            loop {
+                match client.read_response_body().await {
+                    Ok(Some(chunk)) => {
+                        let verdict = body::check_prefix(&chunk);
+                        held.push(chunk);
+                        match verdict {
+                            None => continue,
+                            Some(Ok(())) => break,
+                            Some(Err(p)) => {
+                                return self.respond_failure(s, &what, Failure::SoftError(p)).await
+                            }
+                        }
+                    }
+                    Ok(None) => {
+                        return self
+                            .respond_failure(s, &what, Failure::SoftError(BodyProblem::Empty))
+                            .await
+                    }
+                    Err(e) => {
+                        return self
+                            .respond_failure(s, &what, Failure::from_error(&e))
+                            .await
+                    }
+                }
+            }
+        }
+
+        let mut out = resp;
+        for h in [
+            "connection",
+            "keep-alive",
+            "transfer-encoding",
+            "proxy-connection",
+        ] {
+            out.remove_header(h);
+        }
+        let head_only = s.req_header().method == http::Method::HEAD
+            || matches!(status, 204 | 304)
+            || (100..200).contains(&status);
+        if !head_only && out.headers.get(http::header::CONTENT_LENGTH).is_none() {
+            let _ = out.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+        }
+        if s.write_response_header(Box::new(out)).await.is_err() {
+            return false;
+        }
+        for chunk in held {
+            if s.write_response_body(chunk, false).await.is_err() {
+                return false;
+            }
+        }
+        loop {
+            match client.read_response_body().await {
+                Ok(Some(chunk)) => {
+                    if s.write_response_body(chunk, false).await.is_err() {
+                        return false;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // Too late for a status: dropping the connection truncates the response,
+                    // which the proxy treats as a failed fill (nothing is stored).
+                    warn!("upstream failed mid-body for {what}: {e}");
+                    return false;
+                }
+            }
+        }
+        if s.finish_body().await.is_err() {
+            return false;
+        }
+        if client.response_done() {
+            self.origin
+                .connector
+                .release_http_session(client, &peer, Some(IDLE_TIMEOUT))
+                .await;
+        }
+        true
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for Gateway {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            _ => return None,
+        }
+        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        if !self.relay(&mut session).await {
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(reusable) => reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            Err(_) => None,
+        }
+    }
+}
+
+/// A socket path private to this process.
+pub fn socket_path() -> PathBuf {
+    std::env::temp_dir().join(format!("rentcache-{}-origin.sock", std::process::id()))
+}
+
+/// Logs, once at start, how the token will be sent (never the token itself).
+pub fn log_token_state(config: &Config, token: &Option<Secret>) {
+    match token {
+        Some(_) => info!(
+            "upstream {}: token from ${} sent as {}",
+            config.upstream.base_url,
+            config.upstream.token_env,
+            match config.upstream.token_in {
+                TokenIn::Header => "a header",
+                TokenIn::Query => "a query parameter",
+            }
+        ),
+        None => warn!(
+            "upstream {}: ${} is not set, requests go upstream without a token",
+            config.upstream.base_url, config.upstream.token_env
+        ),
+    }
+}

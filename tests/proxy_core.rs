@@ -1,0 +1,382 @@
+//! The core proxy against the simulator: keys, token handling, routing, lifetimes, headers for
+//! outer caches, conditional requests, CORS, soft errors, the memory budget and coalescing.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const FEATURED: &str = "/propertyadvertising.php?featured=1&noimage=1";
+
+fn status(r: &Resp) -> &str {
+    r.header("x-cache-status").unwrap_or("<none>")
+}
+
+#[test]
+fn miss_then_hit_makes_one_upstream_call() {
+    let sim = Sim::start(&[]);
+    let proxy = Proxy::rentman(&sim, &[]);
+    let first = proxy.get(FEATURED);
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(status(&first), "MISS");
+    let second = proxy.get(FEATURED);
+    assert_eq!(status(&second), "HIT");
+    assert_eq!(first.body, second.body);
+    assert!(!second.json().as_array().expect("array").is_empty());
+    assert_eq!(sim.api_calls(), 1);
+}
+
+#[test]
+fn equivalent_requests_share_one_entry() {
+    let sim = Sim::start(&[]);
+    let proxy = Proxy::rentman(&sim, &[]);
+    assert_eq!(status(&proxy.get(FEATURED)), "MISS");
+    for variant in [
+        "/propertyadvertising.php?noimage=1&featured=1",
+        "/propertyadvertising.php?featured=1&noimage=1&utm_source=news&utm_medium=mail",
+        "/propertyadvertising.php?noimage=1&token=abc&featured=1&fbclid=xyz",
+        "/propertyadvertising.php?featured=1&noimage=1&beds=2&minprice=900",
+    ] {
+        let r = proxy.get(variant);
+        assert_eq!(status(&r), "HIT", "{variant}");
+    }
+    // Parameters sent as headers, as Rentman also accepts them.
+    let r = get(
+        &proxy.url("/propertyadvertising.php?noimage=1"),
+        &[("featured", "1")],
+    );
+    assert_eq!(status(&r), "HIT");
+    assert_eq!(sim.api_calls(), 1);
+    let targets = sim.stats()["by_target"].clone();
+    let targets = targets.as_object().expect("by_target");
+    assert_eq!(targets.len(), 1, "{targets:?}");
+    assert!(targets.contains_key(FEATURED), "{targets:?}");
+}
+
+#[test]
+fn token_goes_upstream_and_nowhere_else() {
+    let token = "s3cret-rentman-token";
+    let sim = Sim::start(&["--token", token]);
+    let proxy = Proxy::rentman(&sim, &[("RENTMAN_TOKEN", token), ("RUST_LOG", "debug")]);
+    let r = get(
+        &proxy.url("/propertyadvertising.php?rob=rent&limit=5&token=client-query-token"),
+        &[("token", "client-header-token")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json().as_array().expect("array").len(), 5);
+    let hit = proxy.get("/propertyadvertising.php?rob=rent&limit=5");
+    assert_eq!(status(&hit), "HIT");
+
+    let stats = sim.stats();
+    assert_eq!(stats["bad_token"], 0, "{stats}");
+    let recent = stats["recent"].as_array().expect("recent");
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0]["token"], "ok");
+    assert_eq!(recent[0]["headers"]["accept-encoding"], "identity");
+    let upstream_request = recent[0].to_string();
+    for leaked in ["client-query-token", "client-header-token"] {
+        assert!(!upstream_request.contains(leaked), "{upstream_request}");
+    }
+    for resp in [&r, &hit] {
+        let all = format!("{:?} {}", resp.headers, resp.text());
+        for secret in [token, "client-query-token", "client-header-token"] {
+            assert!(!all.contains(secret), "{secret} in response: {all}");
+        }
+    }
+    let logs = proxy.proc.logs();
+    assert!(logs.contains("DEBUG"), "debug logging was on");
+    for secret in [token, "client-query-token", "client-header-token"] {
+        assert!(!logs.contains(secret), "{secret} in proxy logs");
+    }
+}
+
+#[test]
+fn token_as_query_parameter() {
+    let token = "q-token-123";
+    let sim = Sim::start(&["--token", token]);
+    let config = shipped_config().replace("token_in: header", "token_in: query");
+    let proxy = Proxy::start(&config, &sim.base(), &[("RENTMAN_TOKEN", token)]);
+    let r = proxy.get(FEATURED);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let stats = sim.stats();
+    assert_eq!(stats["recent"][0]["token"], "ok", "{stats}");
+    assert!(!r.text().contains(token));
+}
+
+#[test]
+fn unrouted_paths_and_other_methods_are_refused() {
+    let sim = Sim::start(&[]);
+    let proxy = Proxy::rentman(&sim, &[]);
+    let r = proxy.get("/admin.php");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "no_route");
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let r = request("POST", &proxy.url(FEATURED), &[], b"x=1");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.json()["error"]["code"], "method_not_allowed");
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    let r = request("PURGE", &proxy.url(FEATURED), &[], b"");
+    assert_eq!(r.status, 405);
+    assert_eq!(sim.api_calls(), 0);
+}
+
+#[test]
+fn a_short_ttl_entry_expires() {
+    let sim = Sim::start(&[]);
+    let config = "\
+server: {listen: [\"127.0.0.1:{{PORT}}\"]}
+upstream: {base_url: \"{{ORIGIN}}\"}
+routes:
+  - name: quick
+    match: {path: /propertyadvertising.php}
+    ttl: 1s
+    body: json_array
+";
+    let proxy = Proxy::start(config, &sim.base(), &[]);
+    assert_eq!(status(&proxy.get(FEATURED)), "MISS");
+    let after = eventually(Duration::from_secs(30), || {
+        let r = proxy.get(FEATURED);
+        (status(&r) != "HIT").then_some(r)
+    });
+    assert_eq!(status(&after), "EXPIRED", "{:?}", after.headers);
+    assert_eq!(after.status, 200);
+    assert_eq!(sim.api_calls(), 2);
+}
+
+#[test]
+fn headers_for_browsers_and_cdns() {
+    let sim = Sim::start(&[]);
+    let proxy = Proxy::rentman(&sim, &[]);
+    // featured: ttl 10m, browser 1m, cdn 5m, swr 10m, sie 1d.
+    let miss = proxy.get(FEATURED);
+    assert_eq!(
+        miss.header("cache-control"),
+        Some("public, max-age=60, s-maxage=300, stale-while-revalidate=600, stale-if-error=86400")
+    );
+    let cs = miss.header("cache-status").unwrap();
+    assert!(
+        cs.starts_with("rentcache; fwd=uri-miss; fwd-status=200"),
+        "{cs}"
+    );
+    assert!(cs.ends_with("; stored"), "{cs}");
+
+    let hit = proxy.get(FEATURED);
+    let age: u64 = hit.header("age").expect("Age on a hit").parse().unwrap();
+    let cc = hit.header("cache-control").unwrap();
+    assert!(
+        cc.starts_with(&format!(
+            "public, max-age={}, s-maxage={},",
+            60 + age,
+            300 + age
+        )),
+        "{cc} with Age {age}"
+    );
+    let cs = hit.header("cache-status").unwrap();
+    assert!(cs.starts_with("rentcache; hit; ttl="), "{cs}");
+    let etag = hit.header("etag").expect("ETag on a hit");
+    assert!(etag.starts_with('"'), "{etag}");
+
+    // property detail: browser 5m, cdn 30m.
+    proxy.get("/propertyadvertising.php?propref=1&noimage=1");
+    let detail = proxy.get("/propertyadvertising.php?propref=1&noimage=1");
+    let cc = detail.header("cache-control").unwrap();
+    assert!(cc.contains("stale-if-error=172800"), "{cc}");
+    // Errors are never cached by anyone.
+    assert_eq!(proxy.get("/nope").header("cache-control"), Some("no-store"));
+}
+
+#[test]
+fn if_none_match_gets_304_from_the_cache() {
+    let sim = Sim::start(&[]);
+    let proxy = Proxy::rentman(&sim, &[]);
+    proxy.get(FEATURED);
+    let hit = proxy.get(FEATURED);
+    let etag = hit.header("etag").expect("etag").to_string();
+    let r = get(&proxy.url(FEATURED), &[("if-none-match", &etag)]);
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    let weak = format!("W/{etag}");
+    let r = get(&proxy.url(FEATURED), &[("if-none-match", &weak)]);
+    assert_eq!(r.status, 304);
+    let r = get(
+        &proxy.url(FEATURED),
+        &[("if-none-match", "\"something-else\"")],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(sim.api_calls(), 1);
+}
+
+#[test]
+fn cors_preflight_is_answered_by_the_proxy() {
+    let sim = Sim::start(&[]);
+    let config = shipped_config().replace(
+        "allowed_origins: []",
+        "allowed_origins: [\"https://agent.example\"]",
+    );
+    let proxy = Proxy::start(&config, &sim.base(), &[]);
+    let url = proxy.url(FEATURED);
+    let pre = request(
+        "OPTIONS",
+        &url,
+        &[
+            ("origin", "https://agent.example"),
+            ("access-control-request-method", "GET"),
+            ("access-control-request-headers", "x-requested-with"),
+        ],
+        b"",
+    );
+    assert_eq!(pre.status, 204);
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        Some("https://agent.example")
+    );
+    assert_eq!(
+        pre.header("access-control-allow-methods"),
+        Some("GET, HEAD")
+    );
+    assert_eq!(pre.header("access-control-max-age"), Some("3600"));
+    assert_eq!(
+        pre.header("access-control-allow-headers"),
+        Some("x-requested-with")
+    );
+    let denied = request(
+        "OPTIONS",
+        &url,
+        &[
+            ("origin", "https://other.example"),
+            ("access-control-request-method", "GET"),
+        ],
+        b"",
+    );
+    assert_eq!(denied.status, 403);
+    let r = get(&url, &[("origin", "https://agent.example")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://agent.example")
+    );
+    assert!(r
+        .headers
+        .iter()
+        .any(|(k, v)| k == "vary" && v.contains("Origin")));
+    let r = get(&url, &[("origin", "https://other.example")]);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    // Preflights never reached Rentman.
+    assert_eq!(sim.api_calls(), 1);
+}
+
+#[test]
+fn bad_token_bodies_are_never_cached() {
+    for kind in ["empty", "text", "object"] {
+        let sim = Sim::start(&["--token", "right", "--bad-token-body", kind]);
+        let proxy = Proxy::rentman(&sim, &[("RENTMAN_TOKEN", "wrong")]);
+        for _ in 0..2 {
+            let r = proxy.get(FEATURED);
+            assert_eq!(r.status, 502, "{kind}: {}", r.text());
+            let err = r.json();
+            assert_eq!(err["error"]["code"], "upstream_failed");
+            let msg = err["error"]["message"].as_str().unwrap();
+            assert!(msg.contains("token"), "{kind}: {msg}");
+            assert_eq!(r.header("cache-control"), Some("no-store"));
+        }
+        assert_eq!(sim.api_calls(), 2, "{kind}: nothing was stored");
+        // Once the origin answers properly, the key is filled normally.
+        sim.set(serde_json::json!({"token": null}));
+        let r = proxy.get(FEATURED);
+        assert_eq!(r.status, 200);
+        assert_eq!(status(&r), "MISS");
+    }
+}
+
+#[test]
+fn check_names_file_line_and_key() {
+    let dir = scratch_dir("check");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "routes:\n  - name: a\n    match: {path: /a}\n    ttl: 5 minutes\n  - name: b\n    mach: {path: /b}\n    ttl: 1m\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = bad.display().to_string();
+    assert!(
+        err.contains(&format!("{file}:4:5: routes[0].ttl: invalid duration")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{file}:6:5: routes[1].mach: unknown key `mach`")),
+        "{err}"
+    );
+
+    let good = dir.join("good.yaml");
+    std::fs::write(
+        &good,
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/rentcache.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK: 5 routes"));
+}
+
+#[test]
+fn memory_budget_evicts_and_large_objects_pass_through() {
+    let sim = Sim::start(&[]);
+    let config = shipped_config()
+        .replace("max_bytes: 256MiB", "max_bytes: 256KiB")
+        .replace("max_object_bytes: 8MiB", "max_object_bytes: 64KiB");
+    let proxy = Proxy::start(&config, &sim.base(), &[]);
+    // ~60 distinct pages of a few KiB to tens of KiB: several times the budget.
+    let keys: Vec<String> = (1..=6)
+        .flat_map(|limit| {
+            (1..=10).map(move |page| {
+                format!("/propertyadvertising.php?rob=rent&noimage=1&limit={limit}&page={page}")
+            })
+        })
+        .collect();
+    for k in &keys {
+        assert_eq!(proxy.get(k).status, 200);
+    }
+    let calls = sim.api_calls();
+    assert_eq!(calls, keys.len() as u64);
+    // The earliest pages cannot all still be there.
+    let misses = keys[..20]
+        .iter()
+        .filter(|k| status(&proxy.get(k)) == "MISS")
+        .count();
+    assert!(misses > 0, "nothing was evicted from a 256 KiB tier");
+
+    // A response above max_object_bytes is served whole but never stored.
+    let big = "/propertyadvertising.php?rob=sale&limit=5";
+    let first = proxy.get(big);
+    assert!(first.body.len() > 64 * 1024, "{} bytes", first.body.len());
+    let again = proxy.get(big);
+    assert_eq!(again.status, 200);
+    assert_eq!(status(&again), "MISS");
+    assert_eq!(first.body, again.body);
+}
+
+#[test]
+fn concurrent_cold_requests_make_one_upstream_call() {
+    let sim = Sim::start(&["--latency-ms", "300", "--latency-sigma", "0"]);
+    let proxy = Proxy::rentman(&sim, &[]);
+    let url = proxy.url(FEATURED);
+    let results = concurrently(50, move |_| get(&url, &[]));
+    let first = &results[0].body;
+    for r in &results {
+        assert_eq!(r.status, 200);
+        assert_eq!(&r.body, first);
+    }
+    assert_eq!(sim.api_calls(), 1);
+}
