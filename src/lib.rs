@@ -3,6 +3,7 @@
 //! Dependencies point one way: `config` -> `policy` -> `storage` / `upstream` / `proxy` -> `server`.
 //! The `simulator` is a stand-alone Rentman look-alike that nothing else imports.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod json_error;

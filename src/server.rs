@@ -9,9 +9,10 @@ use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 
+use crate::admin::Admin;
 use crate::config::{Config, SharedConfig};
 use crate::proxy::RentCache;
-use crate::storage::{MemoryTier, Tier, TieredStorage};
+use crate::storage::{MemoryTier, RedisKeeper, RedisTier, TieredStorage};
 use crate::upstream::{self, FailureBoard, Gateway, Secret};
 
 /// Handles to what the cache services share, for the parts of the program that inspect them.
@@ -44,19 +45,39 @@ pub fn add_cache_services(server: &mut Server, config: Config) -> Assembly {
         config.memory.max_bytes,
         config.memory.max_object_bytes,
     ));
-    let tiers: Vec<Arc<dyn Tier>> = vec![memory.clone()];
-    let storage: &'static TieredStorage = Box::leak(Box::new(TieredStorage::new(tiers)));
+    let redis = config.redis.clone().map(|r| {
+        info!(
+            "shared tier: redis {} (prefix {})",
+            r.display_nodes(),
+            r.prefix
+        );
+        Arc::new(RedisTier::new(r))
+    });
+    if let Some(r) = &redis {
+        let keeper = RedisKeeper::new(r.clone(), memory.clone());
+        server.add_service(pingora::services::background::background_service(
+            "redis keeper",
+            keeper,
+        ));
+    }
+    let storage: &'static TieredStorage =
+        Box::leak(Box::new(TieredStorage::new(memory.clone(), redis.clone())));
     // A fill holding the lock longer than a whole upstream attempt has died: let others in.
     let lock_age =
         config.upstream.connect_timeout + config.upstream.read_timeout + Duration::from_secs(5);
     let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(lock_age));
-    let max_object = config.memory.max_object_bytes as usize;
+    // Larger than every tier's limit: served, never stored.
+    let max_object = config
+        .redis
+        .as_ref()
+        .map_or(0, |r| r.max_object_bytes)
+        .max(config.memory.max_object_bytes) as usize;
     let listen = config.server.listen.clone();
     let shared: SharedConfig = Arc::new(ArcSwap::from_pointee(config));
 
     let board = Arc::new(FailureBoard::default());
     let socket = upstream::socket_path();
-    let mut gateway = Gateway::new(shared.clone(), token, board.clone()).service(&socket);
+    let mut gateway = Gateway::new(shared.clone(), token, board.clone(), redis).service(&socket);
     gateway.threads = Some(1);
     server.add_service(gateway);
 
@@ -68,6 +89,10 @@ pub fn add_cache_services(server: &mut Server, config: Config) -> Assembly {
         info!("rentcache listening on http://{addr}");
     }
     server.add_service(service);
+
+    let admin_listen = shared.load().admin.listen.clone();
+    server.add_service(Admin::new(shared.clone(), storage).service(&admin_listen));
+    info!("admin listening on http://{admin_listen}");
     Assembly {
         config: shared,
         memory,

@@ -2,12 +2,13 @@
 
 use std::net::SocketAddr;
 
+use super::file::RedisFile;
 use super::file::{FileConfig, Mode, RouteFile};
 use super::load::Problems;
 use super::locate::KeyPath;
 use super::{
-    Config, Cors, KeyRules, Memory, ParamFilter, ParamPattern, PathMatch, Route, RouteMatch,
-    Server, Upstream,
+    Admin, Config, Cors, KeyRules, Memory, ParamFilter, ParamPattern, PathMatch, Redis, RedisNodes,
+    Route, RouteMatch, Server, Upstream,
 };
 
 /// TinyUFO weighs entries in u16 units; with KiB units one object can be at most 64 MiB.
@@ -20,8 +21,10 @@ pub fn build(f: &FileConfig, source: &str, routes_given: bool, p: &mut Problems)
     Config {
         source: source.to_string(),
         server: server(f, &root.key("server"), p),
+        admin: admin(f, &root.key("admin"), p),
         upstream: upstream(f, &root.key("upstream"), p),
         memory: memory(f, &root.key("memory"), p),
+        redis: f.redis.as_ref().map(|r| redis(r, &root.key("redis"), p)),
         cors: cors(f, &root.key("cors"), p),
         key: key_rules(f, &root.key("key"), p),
         routes: routes(f, &root.key("routes"), routes_given, p),
@@ -52,6 +55,38 @@ fn server(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Server {
         threads: s.threads,
         compression_level: s.compression_level,
         grace_period: s.grace_period.0,
+    }
+}
+
+fn admin(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Admin {
+    let a = &f.admin;
+    if a.listen.parse::<SocketAddr>().is_err() {
+        p.push((
+            path.key("listen"),
+            format!("`{}` is not an address such as 127.0.0.1:9091", a.listen),
+        ));
+    }
+    if a.token_env.is_empty()
+        || !a
+            .token_env
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        p.push((
+            path.key("token_env"),
+            "must be an environment variable name".into(),
+        ));
+    }
+    if f.server.listen.contains(&a.listen) {
+        p.push((
+            path.key("listen"),
+            "must differ from server.listen: the public listener never serves admin requests"
+                .into(),
+        ));
+    }
+    Admin {
+        listen: a.listen.clone(),
+        token_env: a.token_env.clone(),
     }
 }
 
@@ -142,6 +177,78 @@ fn memory(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Memory {
     Memory {
         max_bytes: m.max_bytes.0,
         max_object_bytes: m.max_object_bytes.0,
+    }
+}
+
+/// Redis refuses strings above 512 MB.
+const MAX_REDIS_OBJECT: u64 = 512 << 20;
+
+fn redis(r: &RedisFile, path: &KeyPath, p: &mut Problems) -> Redis {
+    let url_ok = |u: &str| u.starts_with("redis://") || u.starts_with("rediss://");
+    let nodes = match (&r.url, r.cluster_urls.is_empty()) {
+        (Some(u), true) => {
+            if !url_ok(u) {
+                p.push((
+                    path.key("url"),
+                    "must start with redis:// or rediss://".into(),
+                ));
+            }
+            RedisNodes::Single(u.clone())
+        }
+        (None, false) => {
+            for (i, u) in r.cluster_urls.iter().enumerate() {
+                if !url_ok(u) {
+                    p.push((
+                        path.key("cluster_urls").index(i),
+                        "must start with redis:// or rediss://".into(),
+                    ));
+                }
+            }
+            RedisNodes::Cluster(r.cluster_urls.clone())
+        }
+        (Some(_), false) => {
+            p.push((
+                path.key("cluster_urls"),
+                "give either url (one server) or cluster_urls (a cluster), not both".into(),
+            ));
+            RedisNodes::Cluster(Vec::new())
+        }
+        (None, true) => {
+            p.push((
+                path.clone(),
+                "needs url (one server) or cluster_urls (a cluster); remove the section for memory only".into(),
+            ));
+            RedisNodes::Cluster(Vec::new())
+        }
+    };
+    if r.prefix.is_empty() || r.prefix.contains(['{', '}', ' ']) {
+        p.push((
+            path.key("prefix"),
+            "must be non-empty, without braces or spaces".into(),
+        ));
+    }
+    for (name, d) in [
+        ("connect_timeout", r.connect_timeout),
+        ("op_timeout", r.op_timeout),
+        ("lease", r.lease),
+    ] {
+        if d.0.is_zero() {
+            p.push((path.key(name), "must be more than 0".into()));
+        }
+    }
+    if r.max_object_bytes.0 > MAX_REDIS_OBJECT {
+        p.push((
+            path.key("max_object_bytes"),
+            "must be at most 512MiB (Redis' own limit)".into(),
+        ));
+    }
+    Redis {
+        nodes,
+        prefix: r.prefix.clone(),
+        connect_timeout: r.connect_timeout.0,
+        op_timeout: r.op_timeout.0,
+        max_object_bytes: r.max_object_bytes.0,
+        lease: r.lease.0,
     }
 }
 

@@ -17,6 +17,9 @@ pub struct FileConfig {
     pub memory: MemoryFile,
     pub cors: CorsFile,
     pub key: KeyFile,
+    /// Absent: memory tier only.
+    pub redis: Option<RedisFile>,
+    pub admin: AdminFile,
     /// One slot per route in the file; `None` where the route could not be read (its error is
     /// already recorded), so that later messages keep the file's numbering.
     pub routes: Vec<Option<RouteFile>>,
@@ -87,6 +90,48 @@ impl Default for MemoryFile {
         MemoryFile {
             max_bytes: Size(256 << 20),
             max_object_bytes: Size(8 << 20),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct AdminFile {
+    pub listen: String,
+    pub token_env: String,
+}
+
+impl Default for AdminFile {
+    fn default() -> Self {
+        AdminFile {
+            listen: "127.0.0.1:9091".into(),
+            token_env: "RENTCACHE_ADMIN_TOKEN".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RedisFile {
+    pub url: Option<String>,
+    pub cluster_urls: Vec<String>,
+    pub prefix: String,
+    pub connect_timeout: Dur,
+    pub op_timeout: Dur,
+    pub max_object_bytes: Size,
+    pub lease: Dur,
+}
+
+impl Default for RedisFile {
+    fn default() -> Self {
+        RedisFile {
+            url: None,
+            cluster_urls: Vec::new(),
+            prefix: "rc:".into(),
+            connect_timeout: Dur(std::time::Duration::from_secs(1)),
+            op_timeout: Dur(std::time::Duration::from_millis(250)),
+            max_object_bytes: Size(64 << 20),
+            lease: Dur::secs(5),
         }
     }
 }

@@ -21,8 +21,11 @@ pub struct Config {
     /// Where it was read from (for messages).
     pub source: String,
     pub server: Server,
+    pub admin: Admin,
     pub upstream: Upstream,
     pub memory: Memory,
+    /// The shared tier; `None` means memory only.
+    pub redis: Option<Redis>,
     pub cors: Cors,
     pub key: KeyRules,
     pub routes: Vec<Route>,
@@ -34,6 +37,15 @@ pub struct Server {
     pub threads: usize,
     pub compression_level: u32,
     pub grace_period: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// The operators' listener, separate from the public one.
+    pub listen: String,
+    /// Environment variable holding the bearer token; unset means protected endpoints are
+    /// disabled.
+    pub token_env: String,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +71,40 @@ pub struct Upstream {
 pub struct Memory {
     pub max_bytes: u64,
     pub max_object_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisNodes {
+    Single(String),
+    Cluster(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Redis {
+    pub nodes: RedisNodes,
+    /// Prepended to every key and channel name.
+    pub prefix: String,
+    pub connect_timeout: Duration,
+    /// No request waits longer than this on one Redis operation.
+    pub op_timeout: Duration,
+    pub max_object_bytes: u64,
+    /// Lifetime of a fill lease; the holder renews it while its upstream call runs, so a
+    /// dead holder is noticed within this long.
+    pub lease: Duration,
+}
+
+impl Redis {
+    /// The node addresses without credentials, for logs.
+    pub fn display_nodes(&self) -> String {
+        let strip = |u: &String| match (u.find("://"), u.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}{}", &u[..s + 3], &u[at + 1..]),
+            _ => u.clone(),
+        };
+        match &self.nodes {
+            RedisNodes::Single(u) => strip(u),
+            RedisNodes::Cluster(us) => us.iter().map(strip).collect::<Vec<_>>().join(", "),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -27,6 +27,8 @@ pub struct Ctx {
     /// Body of a fill on a JSON route, checked once complete before it is stored.
     pub fill_body: Vec<Bytes>,
     pub check_fill_body: bool,
+    /// The answer is another instance's stored entry, relayed through the shared tier.
+    pub shared_copy: bool,
 }
 
 impl Ctx {
@@ -43,6 +45,7 @@ impl Ctx {
             stale_reason: None,
             fill_body: Vec::new(),
             check_fill_body: false,
+            shared_copy: false,
         }
     }
 

@@ -33,8 +33,9 @@ pub use ctx::Ctx;
 use crate::config::{BodyCheck, Mode, SharedConfig};
 use crate::policy::cors::{self, Preflight};
 use crate::policy::{body, freshness, key, routes, validators};
-use crate::storage::TieredStorage;
-use crate::upstream::{FailureBoard, REQUEST_ID_HEADER, ROUTE_HEADER};
+use crate::storage::{SharedCopy, TieredStorage};
+use crate::upstream::{FailureBoard, KEY_HEADER, RELAYED_HEADER, REQUEST_ID_HEADER, ROUTE_HEADER};
+use pingora::cache::key::CacheHashKey;
 
 pub struct RentCache {
     config: SharedConfig,
@@ -206,7 +207,7 @@ impl ProxyHttp for RentCache {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         req: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -242,6 +243,11 @@ impl ProxyHttp for RentCache {
         }
         req.insert_header(ROUTE_HEADER, route.name.as_str())?;
         req.insert_header(REQUEST_ID_HEADER, ctx.id.to_string())?;
+        if session.cache.enabled() {
+            // A fill: the gateway coordinates it with other instances under this key.
+            let hash = session.cache.cache_key().primary_bin();
+            req.insert_header(KEY_HEADER, hex::encode(hash))?;
+        }
         Ok(())
     }
 
@@ -252,6 +258,7 @@ impl ProxyHttp for RentCache {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.upstream_status = Some(resp.status.as_u16());
+        ctx.shared_copy = resp.remove_header(RELAYED_HEADER).is_some();
         if let Some(reason) = resp.remove_header(crate::upstream::REASON_HEADER) {
             ctx.upstream_failure = reason.to_str().ok().map(str::to_string);
             self.board.take(ctx.id);
@@ -305,12 +312,11 @@ impl ProxyHttp for RentCache {
             .req_header()
             .headers
             .contains_key(http::header::AUTHORIZATION);
-        Ok(freshness::decide(
-            route,
-            resp,
-            authorization,
-            SystemTime::now(),
-        ))
+        let mut decision = freshness::decide(route, resp, authorization, SystemTime::now());
+        if let (RespCacheable::Cacheable(meta), true) = (&mut decision, ctx.shared_copy) {
+            meta.extensions_mut().insert(SharedCopy);
+        }
+        Ok(decision)
     }
 
     fn should_serve_stale(

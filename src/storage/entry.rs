@@ -23,7 +23,8 @@ impl EntryTimes {
         EntryTimes {
             fresh_until: meta.fresh_until(),
             created: meta.created(),
-            updated: meta.updated(),
+            // `epoch` is the last revalidation, including one we recorded as an override.
+            updated: meta.epoch(),
             swr_sec: meta.stale_while_revalidate_sec(),
             sie_sec: meta.stale_if_error_sec(),
         }

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use pingora::cache::key::HashBinary;
@@ -13,11 +14,22 @@ use tinyufo::TinyUfo;
 use super::{Admission, Entry, Tier, TierError, TierStats};
 
 pub struct MemoryTier {
-    cache: TinyUfo<u64, Arc<Entry>>,
+    cache: TinyUfo<u64, Slot>,
     max_bytes: u64,
     max_object_bytes: u64,
     entries: AtomicU64,
     bytes: AtomicU64,
+    /// Time origin for `Slot::stored` and `watermark`.
+    epoch: Instant,
+    /// Entries stored before this (nanoseconds since `epoch`) are no longer trusted.
+    watermark: AtomicU64,
+}
+
+/// An entry and when this tier stored it.
+#[derive(Clone)]
+struct Slot {
+    entry: Arc<Entry>,
+    stored: u64,
 }
 
 /// Weight of one entry in KiB, at least 1.
@@ -43,7 +55,19 @@ impl MemoryTier {
             max_object_bytes,
             entries: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            epoch: Instant::now(),
+            watermark: AtomicU64::new(0),
         }
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Stops trusting everything stored until now (entries are dropped as they are next
+    /// read). Used when invalidations may have been missed, e.g. after a lost subscription.
+    pub fn distrust_stored_before_now(&self) {
+        self.watermark.store(self.now(), Ordering::Release);
     }
 
     fn forget(&self, entry: &Entry) {
@@ -54,7 +78,22 @@ impl MemoryTier {
 
     /// Synchronous lookup, for callers that are not async (stats, explain).
     pub fn peek(&self, hash: &HashBinary) -> Option<Arc<Entry>> {
-        self.cache.get(&short(hash)).filter(|e| e.hash == *hash)
+        let key = short(hash);
+        let slot = self.cache.get(&key)?;
+        if slot.stored < self.watermark.load(Ordering::Acquire) {
+            if let Some(old) = self.cache.remove(&key) {
+                self.forget(&old.entry);
+            }
+            return None;
+        }
+        Some(slot.entry).filter(|e| e.hash == *hash)
+    }
+
+    /// Drops `hash` without telling anyone (the caller is an invalidation message).
+    pub fn drop_local(&self, hash: &HashBinary) {
+        if let Some(old) = self.cache.remove(&short(hash)) {
+            self.forget(&old.entry);
+        }
     }
 }
 
@@ -77,14 +116,18 @@ impl Tier for MemoryTier {
         let key = short(&entry.hash);
         // Replacing in place would hide the old weight from our byte count: remove first.
         if let Some(old) = self.cache.remove(&key) {
-            self.forget(&old);
+            self.forget(&old.entry);
         }
         let weight = weight_kib(&entry);
         self.entries.fetch_add(1, Ordering::Relaxed);
         self.bytes
             .fetch_add(weight as u64 * 1024, Ordering::Relaxed);
-        for evicted in self.cache.put(key, entry, weight) {
-            self.forget(&evicted.data);
+        let slot = Slot {
+            entry,
+            stored: self.now(),
+        };
+        for evicted in self.cache.put(key, slot, weight) {
+            self.forget(&evicted.data.entry);
         }
         Ok(Admission::Stored)
     }
@@ -92,7 +135,7 @@ impl Tier for MemoryTier {
     async fn remove(&self, hash: &HashBinary) -> Result<bool, TierError> {
         match self.cache.remove(&short(hash)) {
             Some(old) => {
-                self.forget(&old);
+                self.forget(&old.entry);
                 Ok(true)
             }
             None => Ok(false),
@@ -168,5 +211,16 @@ mod tests {
         assert!(tier.remove(&got.hash).await.unwrap());
         assert_eq!(tier.stats().entries, 0);
         assert_eq!(tier.stats().bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn distrusted_entries_are_dropped_on_read() {
+        let tier = MemoryTier::new(1 << 20, 1 << 20);
+        tier.put(entry(1, 100)).await.unwrap();
+        tier.distrust_stored_before_now();
+        tier.put(entry(2, 100)).await.unwrap();
+        assert!(tier.get(&entry(1, 1).hash).await.unwrap().is_none());
+        assert!(tier.get(&entry(2, 1).hash).await.unwrap().is_some());
+        assert_eq!(tier.stats().entries, 1);
     }
 }

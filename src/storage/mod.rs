@@ -5,8 +5,11 @@
 //! Storage never decides freshness: entries carry the times the policy computed, and the
 //! adapter only drops entries that are past every window the policy allowed.
 
+mod codec;
 mod entry;
+mod keeper;
 mod memory;
+pub mod redis;
 mod tiered;
 
 use std::sync::Arc;
@@ -15,8 +18,10 @@ use async_trait::async_trait;
 use pingora::cache::key::HashBinary;
 
 pub use entry::{Entry, EntryTimes};
+pub use keeper::RedisKeeper;
 pub use memory::MemoryTier;
-pub use tiered::{ServedFrom, TieredStorage};
+pub use redis::RedisTier;
+pub use tiered::{ServedFrom, SharedCopy, TieredStorage};
 
 /// A tier failure; the adapter treats it as a miss (reads) or a skipped write, never as a
 /// client-visible error.

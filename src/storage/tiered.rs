@@ -18,7 +18,7 @@ use pingora::cache::{CacheKey, CacheMeta, Storage};
 use pingora::http::ResponseHeader;
 use pingora::Result;
 
-use super::{Entry, EntryTimes, Tier};
+use super::{Entry, EntryTimes, MemoryTier, RedisTier, Tier};
 use crate::policy::validators;
 
 /// Which tier answered a lookup; put in the returned meta's extensions for metrics and
@@ -26,18 +26,63 @@ use crate::policy::validators;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServedFrom(pub &'static str);
 
+/// Marks a response that is a copy of an entry another instance already put in the shared
+/// tier (set by the proxy in the meta's extensions): it is stored in memory only.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedCopy;
+
 pub struct TieredStorage {
+    /// Fastest first: memory, then Redis when configured.
     tiers: Vec<Arc<dyn Tier>>,
+    memory: Arc<MemoryTier>,
+    redis: Option<Arc<RedisTier>>,
 }
 
 impl TieredStorage {
-    /// `tiers` fastest first.
-    pub fn new(tiers: Vec<Arc<dyn Tier>>) -> TieredStorage {
-        TieredStorage { tiers }
+    pub fn new(memory: Arc<MemoryTier>, redis: Option<Arc<RedisTier>>) -> TieredStorage {
+        let mut tiers: Vec<Arc<dyn Tier>> = vec![memory.clone()];
+        if let Some(r) = &redis {
+            tiers.push(r.clone());
+        }
+        TieredStorage {
+            tiers,
+            memory,
+            redis,
+        }
     }
 
     pub fn tiers(&self) -> &[Arc<dyn Tier>] {
         &self.tiers
+    }
+
+    pub fn memory(&self) -> &Arc<MemoryTier> {
+        &self.memory
+    }
+
+    pub fn redis(&self) -> Option<&Arc<RedisTier>> {
+        self.redis.as_ref()
+    }
+
+    /// Removes (or, when `soft`, expires) an entry in every tier and tells every other
+    /// instance to drop its memory copy. Returns whether any tier had it.
+    pub async fn invalidate(&self, hash: &HashBinary, soft: bool) -> bool {
+        let found = if soft {
+            let now = SystemTime::now();
+            self.rewrite(hash, |e| {
+                let mut t = e.times;
+                t.fresh_until = t.fresh_until.min(now);
+                (t, e.header.clone())
+            })
+            .await
+        } else {
+            self.remove_all(hash).await
+        };
+        if let Some(r) = &self.redis {
+            if let Err(e) = r.publish_invalidation(hash).await {
+                warn!("could not tell other instances about an invalidation: {e}");
+            }
+        }
+        found
     }
 
     /// Looks `hash` up in every tier, fastest first, without promoting (for operators).
@@ -120,8 +165,17 @@ impl Storage for TieredStorage {
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = key.primary_bin();
         let now = SystemTime::now();
+        let wanted = key.primary_key_str();
         for (i, tier) in self.tiers.iter().enumerate() {
             match tier.get(&hash).await {
+                Ok(Some(entry)) if wanted.is_some_and(|k| k != entry.key) => {
+                    warn!(
+                        "{} holds {} under the hash of {:?}",
+                        tier.name(),
+                        entry.key,
+                        wanted
+                    );
+                }
                 Ok(Some(entry)) if entry.times.usable_until() >= now => {
                     if i > 0 {
                         self.put_all(entry.clone(), &self.tiers[..i]).await;
@@ -149,6 +203,7 @@ impl Storage for TieredStorage {
     ) -> Result<MissHandler> {
         Ok(Box::new(Fill {
             storage: self,
+            shared_copy: meta.extensions().get::<SharedCopy>().is_some(),
             key: key.primary_key_str().unwrap_or_default().to_string(),
             hash: key.primary_bin(),
             times: EntryTimes::of(meta),
@@ -163,7 +218,7 @@ impl Storage for TieredStorage {
         _purge_type: PurgeType,
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
-        Ok(if self.remove_all(&target_hash(target)).await {
+        Ok(if self.invalidate(&target_hash(target), false).await {
             PurgeOutcome::Purged(None)
         } else {
             PurgeOutcome::NotFound
@@ -175,15 +230,7 @@ impl Storage for TieredStorage {
         target: PurgeTarget<'_>,
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
-        let now = SystemTime::now();
-        let found = self
-            .rewrite(&target_hash(target), |e| {
-                let mut t = e.times;
-                t.fresh_until = t.fresh_until.min(now);
-                (t, e.header.clone())
-            })
-            .await;
-        Ok(if found {
+        Ok(if self.invalidate(&target_hash(target), true).await {
             PurgeOutcome::Expired
         } else {
             PurgeOutcome::NotFound
@@ -212,6 +259,8 @@ impl Storage for TieredStorage {
 /// Dropped without `finish` (an aborted or rejected fill), it stores nothing.
 struct Fill {
     storage: &'static TieredStorage,
+    /// Already in the shared tier (relayed from another instance's fill): memory only.
+    shared_copy: bool,
     key: String,
     hash: HashBinary,
     times: EntryTimes,
@@ -231,6 +280,7 @@ impl HandleMiss for Fill {
     async fn finish(self: Box<Self>) -> Result<MissFinishType> {
         let Fill {
             storage,
+            shared_copy,
             key,
             hash,
             times,
@@ -240,8 +290,12 @@ impl HandleMiss for Fill {
         validators::complete_stored_header(&mut header, &body);
         let entry = Arc::new(Entry::new(key, hash, times, header, body));
         let size = entry.size();
-        let tiers = storage.tiers.clone();
-        storage.put_all(entry, &tiers).await;
+        let tiers = if shared_copy {
+            &storage.tiers[..1]
+        } else {
+            &storage.tiers[..]
+        };
+        storage.put_all(entry, tiers).await;
         Ok(MissFinishType::Created(size))
     }
 }

@@ -8,6 +8,7 @@
 //! after the header had been forwarded could no longer be answered with the stale entry.
 
 mod board;
+mod coordinate;
 mod failure;
 mod origin;
 
@@ -29,9 +30,16 @@ use origin::{Origin, IDLE_TIMEOUT};
 
 use crate::config::{BodyCheck, Config, Route, SharedConfig, TokenIn};
 use crate::policy::body::{self, BodyProblem};
+use crate::storage::{Entry, RedisTier};
+use coordinate::Coordinated;
+use pingora::cache::key::HashBinary;
 
 /// Names the route of a request from the proxy to the gateway.
 pub const ROUTE_HEADER: &str = "x-rentcache-route";
+/// Carries the key hash (hex) of a request that will fill the cache.
+pub const KEY_HEADER: &str = "x-rentcache-key";
+/// Marks a response that is another instance's stored entry, not a fresh upstream answer.
+pub const RELAYED_HEADER: &str = "x-rentcache-relayed";
 
 /// The Rentman token: never printed, not even by `{:?}`.
 #[derive(Clone)]
@@ -75,15 +83,23 @@ pub struct Gateway {
     token: Option<Secret>,
     origin: Origin,
     board: Arc<FailureBoard>,
+    /// The shared tier, for fill leases across instances.
+    redis: Option<Arc<RedisTier>>,
 }
 
 impl Gateway {
-    pub fn new(config: SharedConfig, token: Option<Secret>, board: Arc<FailureBoard>) -> Gateway {
+    pub fn new(
+        config: SharedConfig,
+        token: Option<Secret>,
+        board: Arc<FailureBoard>,
+        redis: Option<Arc<RedisTier>>,
+    ) -> Gateway {
         Gateway {
             config,
             token,
             origin: Origin::default(),
             board,
+            redis,
         }
     }
 
@@ -166,58 +182,82 @@ impl Gateway {
             .get_header(ROUTE_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|name| config.routes.iter().find(|r| r.name == name));
-        let check_json = route.is_some_and(|r| r.body == BodyCheck::JsonArray);
         let what = format!(
             "{} {} (route {})",
             s.req_header().method,
             s.req_header().uri,
             route.map_or("-", |r| r.name.as_str())
         );
-        let req = self.upstream_request(s.req_header(), &config);
-        let read_timeout = config.upstream.read_timeout;
 
-        let peer = match self.origin.peer(&config.upstream, read_timeout).await {
-            Ok(p) => p,
-            Err(f) => return self.respond_failure(s, &what, f).await,
-        };
-        let (mut client, _reused) = match self.origin.connector.get_http_session(&peer).await {
-            Ok(c) => c,
-            Err(e) => {
-                return self
-                    .respond_failure(s, &what, Failure::from_error(&e))
-                    .await
+        // A fill (the proxy names its key): one instance fetches, the others wait for it.
+        let fill = s
+            .get_header(KEY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_hash);
+        let mut lease = None;
+        if let (Some(hash), Some(redis)) = (fill, &self.redis) {
+            let up = &config.upstream;
+            let limit = up.connect_timeout + up.read_timeout + redis.config().lease;
+            match coordinate::coordinate(redis, &hash, limit).await {
+                Coordinated::Filled(entry) => return relay_entry(s, &entry).await,
+                Coordinated::Fetch(guard) => lease = guard,
             }
-        };
+        }
+
+        let outcome = self.forward(s, &config, route, &what).await;
+        if let (Some(guard), Some(hash), Some(redis)) = (&lease, fill, &self.redis) {
+            // The store releases the lease once the entry is written; when nothing will be
+            // stored, release it now so that waiting instances need not wait for it to expire.
+            let stored = matches!(&outcome, Ok((_, status))
+                if route.is_some_and(|r| r.cacheable_statuses.contains(status)));
+            if !stored {
+                redis.release_lease(&hash, &guard.value).await;
+            }
+        }
+        match outcome {
+            Ok((reusable, _)) => reusable,
+            Err(failure) => self.respond_failure(s, &what, failure).await,
+        }
+    }
+
+    /// Sends the request upstream and streams the answer back. `Err` means nothing has been
+    /// written to the proxy yet; `Ok((reusable, status))` that a response was relayed.
+    async fn forward(
+        &self,
+        s: &mut ServerSession,
+        config: &Config,
+        route: Option<&Route>,
+        what: &str,
+    ) -> Result<(bool, u16), Failure> {
+        let check_json = route.is_some_and(|r| r.body == BodyCheck::JsonArray);
+        let req = self.upstream_request(s.req_header(), config);
+        let read_timeout = config.upstream.read_timeout;
+        let peer = self.origin.peer(&config.upstream, read_timeout).await?;
+        let fail = |e: Box<pingora::Error>| Failure::from_error(&e);
+        let (mut client, _reused) = self
+            .origin
+            .connector
+            .get_http_session(&peer)
+            .await
+            .map_err(fail)?;
         client.set_read_timeout(Some(read_timeout));
         client.set_write_timeout(Some(read_timeout));
-        if let Err(e) = client.write_request_header(Box::new(req)).await {
-            return self
-                .respond_failure(s, &what, Failure::from_error(&e))
-                .await;
+        client
+            .write_request_header(Box::new(req))
+            .await
+            .map_err(fail)?;
+        while let Some(chunk) = s
+            .read_request_body()
+            .await
+            .map_err(|e| Failure::Other(format!("reading the request body: {e}")))?
+        {
+            client
+                .write_request_body(chunk, false)
+                .await
+                .map_err(fail)?;
         }
-        loop {
-            match s.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    if let Err(e) = client.write_request_body(chunk, false).await {
-                        return self
-                            .respond_failure(s, &what, Failure::from_error(&e))
-                            .await;
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => return false,
-            }
-        }
-        if let Err(e) = client.finish_request_body().await {
-            return self
-                .respond_failure(s, &what, Failure::from_error(&e))
-                .await;
-        }
-        if let Err(e) = client.read_response_header().await {
-            return self
-                .respond_failure(s, &what, Failure::from_error(&e))
-                .await;
-        }
+        client.finish_request_body().await.map_err(fail)?;
+        client.read_response_header().await.map_err(fail)?;
         let resp = client
             .response_header()
             .expect("header was just read")
@@ -230,42 +270,25 @@ impl Gateway {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(std::time::Duration::from_secs);
-            return self
-                .respond_failure(s, &what, Failure::RateLimited { retry_after })
-                .await;
+            return Err(Failure::RateLimited { retry_after });
         }
         if resp.status.is_server_error() {
-            return self
-                .respond_failure(s, &what, Failure::Status(status))
-                .await;
+            return Err(Failure::Status(status));
         }
 
         // On JSON routes, hold the body back until its first byte proves it is an array.
         let mut held: Vec<Bytes> = Vec::new();
         if check_json && status == 200 {
             loop {
-                match client.read_response_body().await {
-                    Ok(Some(chunk)) => {
-                        let verdict = body::check_prefix(&chunk);
-                        held.push(chunk);
-                        match verdict {
-                            None => continue,
-                            Some(Ok(())) => break,
-                            Some(Err(p)) => {
-                                return self.respond_failure(s, &what, Failure::SoftError(p)).await
-                            }
-                        }
-                    }
-                    Ok(None) => {
-                        return self
-                            .respond_failure(s, &what, Failure::SoftError(BodyProblem::Empty))
-                            .await
-                    }
-                    Err(e) => {
-                        return self
-                            .respond_failure(s, &what, Failure::from_error(&e))
-                            .await
-                    }
+                let Some(chunk) = client.read_response_body().await.map_err(fail)? else {
+                    return Err(Failure::SoftError(BodyProblem::Empty));
+                };
+                let verdict = body::check_prefix(&chunk);
+                held.push(chunk);
+                match verdict {
+                    None => continue,
+                    Some(Ok(())) => break,
+                    Some(Err(p)) => return Err(Failure::SoftError(p)),
                 }
             }
         }
@@ -286,18 +309,18 @@ impl Gateway {
             let _ = out.insert_header(http::header::TRANSFER_ENCODING, "chunked");
         }
         if s.write_response_header(Box::new(out)).await.is_err() {
-            return false;
+            return Ok((false, status));
         }
         for chunk in held {
             if s.write_response_body(chunk, false).await.is_err() {
-                return false;
+                return Ok((false, status));
             }
         }
         loop {
             match client.read_response_body().await {
                 Ok(Some(chunk)) => {
                     if s.write_response_body(chunk, false).await.is_err() {
-                        return false;
+                        return Ok((false, status));
                     }
                 }
                 Ok(None) => break,
@@ -305,12 +328,12 @@ impl Gateway {
                     // Too late for a status: dropping the connection truncates the response,
                     // which the proxy treats as a failed fill (nothing is stored).
                     warn!("upstream failed mid-body for {what}: {e}");
-                    return false;
+                    return Ok((false, status));
                 }
             }
         }
         if s.finish_body().await.is_err() {
-            return false;
+            return Ok((false, status));
         }
         if client.response_done() {
             self.origin
@@ -318,8 +341,31 @@ impl Gateway {
                 .release_http_session(client, &peer, Some(IDLE_TIMEOUT))
                 .await;
         }
-        true
+        Ok((true, status))
     }
+}
+
+/// Answers the proxy with an entry another instance stored, aged as it is.
+async fn relay_entry(s: &mut ServerSession, entry: &Entry) -> bool {
+    let mut header = entry.header.clone();
+    let _ = header.insert_header(http::header::AGE, coordinate::age_of(entry));
+    let _ = header.insert_header(RELAYED_HEADER, "1");
+    let _ = s.drain_request_body().await;
+    if s.write_response_header(Box::new(header)).await.is_err() {
+        return false;
+    }
+    for chunk in &entry.body {
+        if s.write_response_body(chunk.clone(), false).await.is_err() {
+            return false;
+        }
+    }
+    s.finish_body().await.is_ok()
+}
+
+fn parse_hash(hex_text: &str) -> Option<HashBinary> {
+    let mut hash = [0u8; 16];
+    hex::decode_to_slice(hex_text, &mut hash).ok()?;
+    Some(hash)
 }
 
 #[async_trait]

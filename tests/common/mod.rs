@@ -137,6 +137,22 @@ pub fn spawn_listening(
     }
 }
 
+/// Waits until `port` accepts connections; false if the process exits first.
+pub fn wait_for_port(proc: &mut Proc, port: u16) -> bool {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while Instant::now() < deadline {
+        if !proc.is_running() {
+            eprintln!("{} exited:\n{}", proc.name, proc.logs());
+            return false;
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{} did not listen on {port}:\n{}", proc.name, proc.logs());
+}
+
 /// A running simulator.
 pub struct Sim {
     pub proc: Proc,
@@ -290,6 +306,10 @@ pub fn shipped_config() -> String {
         "listen: [\"127.0.0.1:{{PORT}}\"]",
     )
     .replace(
+        "listen: \"127.0.0.1:9091\"",
+        "listen: \"127.0.0.1:{{ADMIN}}\"",
+    )
+    .replace(
         "base_url: https://www.rentman.online",
         "base_url: {{ORIGIN}}",
     )
@@ -299,13 +319,19 @@ pub fn shipped_config() -> String {
 pub struct Proxy {
     pub proc: Proc,
     pub port: u16,
+    pub admin_port: u16,
     pub config_path: PathBuf,
 }
 
 impl Proxy {
-    /// Starts `rentcache serve` with `config` (placeholders `{{PORT}}`, `{{ORIGIN}}`) in front
+    /// Starts `rentcache serve` with `config` (placeholders `{{PORT}}`, `{{ORIGIN}}`, and
+    /// `{{ADMIN}}` for the admin port, added when the config has no `admin:` section) in front
     /// of `origin`, with extra environment variables.
     pub fn start(config: &str, origin: &str, envs: &[(&str, &str)]) -> Proxy {
+        let mut config = config.to_string();
+        if !config.contains("\nadmin:") && !config.starts_with("admin:") {
+            config.push_str("\nadmin:\n  listen: \"127.0.0.1:{{ADMIN}}\"\n");
+        }
         let dir = scratch_dir("proxy");
         let config_path = dir.join("rentcache.yaml");
         let mut envs: Vec<(String, String)> = envs
@@ -317,8 +343,10 @@ impl Proxy {
         }
         for _ in 0..5 {
             let port = free_port();
+            let admin_port = free_port();
             let text = config
                 .replace("{{PORT}}", &port.to_string())
+                .replace("{{ADMIN}}", &admin_port.to_string())
                 .replace("{{ORIGIN}}", origin);
             std::fs::write(&config_path, text).expect("write config");
             let args: Vec<String> = vec![
@@ -327,11 +355,16 @@ impl Proxy {
                 config_path.to_string_lossy().into_owned(),
             ];
             if let Some(proc) = spawn_listening("proxy", BIN, &args, &envs, &dir, port) {
-                return Proxy {
+                let mut proxy = Proxy {
                     proc,
                     port,
-                    config_path,
+                    admin_port,
+                    config_path: config_path.clone(),
                 };
+                // The admin listener starts with the proxy; a bind race there means a retry.
+                if wait_for_port(&mut proxy.proc, admin_port) {
+                    return proxy;
+                }
             }
         }
         panic!("proxy failed to start 5 times");
@@ -344,6 +377,24 @@ impl Proxy {
 
     pub fn url(&self, path_and_query: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path_and_query)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.admin_port, path)
+    }
+
+    /// `POST` JSON to an admin endpoint with the bearer `token`.
+    pub fn admin_post(&self, path: &str, token: &str, body: serde_json::Value) -> Resp {
+        let auth = format!("Bearer {token}");
+        request(
+            "POST",
+            &self.admin_url(path),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        )
     }
 
     pub fn get(&self, path_and_query: &str) -> Resp {

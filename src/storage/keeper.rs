@@ -1,0 +1,133 @@
+//! Keeps the Redis tier usable and the memory tiers of all instances coherent: connects,
+//! probes while Redis is down (so requests never wait on it), and listens for invalidations
+//! published by any instance.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use log::{info, warn};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use super::redis::{connect, pubsub_urls, RedisTier};
+use super::MemoryTier;
+
+/// How often a down Redis is probed, and an up one checked.
+const PROBE_DOWN: Duration = Duration::from_millis(500);
+const PROBE_UP: Duration = Duration::from_secs(2);
+
+/// Invalidation payload meaning "everything".
+pub const ALL: &str = "*";
+
+pub struct RedisKeeper {
+    pub redis: Arc<RedisTier>,
+    pub memory: Arc<MemoryTier>,
+    subscribed: Arc<AtomicBool>,
+}
+
+impl RedisKeeper {
+    pub fn new(redis: Arc<RedisTier>, memory: Arc<MemoryTier>) -> RedisKeeper {
+        RedisKeeper {
+            redis,
+            memory,
+            subscribed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn subscribed(&self) -> Arc<AtomicBool> {
+        self.subscribed.clone()
+    }
+
+    async fn keep_connected(&self) {
+        if !self.redis.has_connection() {
+            match connect(self.redis.config()).await {
+                Ok(conn) => {
+                    self.redis.set_connection(conn);
+                    self.redis.mark_up();
+                }
+                Err(e) => self.redis.mark_down(&e.to_string()),
+            }
+            return;
+        }
+        match self.redis.ping().await {
+            Ok(()) => self.redis.mark_up(),
+            Err(e) => self.redis.mark_down(&e),
+        }
+    }
+
+    /// Subscribes to the invalidation channel on the first node that accepts.
+    async fn subscribe(&self) -> Result<(), String> {
+        let channel = self.redis.channel();
+        let cfg = self.redis.config();
+        let mut last_err = String::from("no node");
+        for url in pubsub_urls(cfg) {
+            let attempt = async {
+                let client = redis::Client::open(url.as_str())?;
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            match tokio::time::timeout(cfg.connect_timeout, attempt).await {
+                Ok(Ok(pubsub)) => {
+                    // Invalidations sent while we were not listening are lost: whatever
+                    // memory holds from before now can no longer be trusted.
+                    self.memory.distrust_stored_before_now();
+                    self.subscribed.store(true, Ordering::Release);
+                    info!("listening for invalidations on {channel}");
+                    let memory = self.memory.clone();
+                    let flag = self.subscribed.clone();
+                    tokio::spawn(async move {
+                        let mut messages = pubsub.into_on_message();
+                        while let Some(msg) = messages.next().await {
+                            apply(&memory, msg.get_payload_bytes());
+                        }
+                        flag.store(false, Ordering::Release);
+                        warn!("lost the invalidation subscription; will resubscribe");
+                    });
+                    return Ok(());
+                }
+                Ok(Err(e)) => last_err = e.to_string(),
+                Err(_) => last_err = "timed out".into(),
+            }
+        }
+        Err(last_err)
+    }
+}
+
+/// Applies one invalidation message to this instance's memory tier.
+fn apply(memory: &MemoryTier, payload: &[u8]) {
+    if payload == ALL.as_bytes() {
+        memory.distrust_stored_before_now();
+        return;
+    }
+    let mut hash = [0u8; 16];
+    if hex::decode_to_slice(payload, &mut hash).is_ok() {
+        memory.drop_local(&hash);
+    }
+}
+
+#[async_trait]
+impl BackgroundService for RedisKeeper {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            self.keep_connected().await;
+            if self.redis.is_up() && !self.subscribed.load(Ordering::Acquire) {
+                if let Err(e) = self.subscribe().await {
+                    warn!("cannot subscribe to invalidations yet: {e}");
+                }
+            }
+            let wait = if self.redis.is_up() {
+                PROBE_UP
+            } else {
+                PROBE_DOWN
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

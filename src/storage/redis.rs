@@ -1,0 +1,489 @@
+//! The shared tier: one Redis (or Redis Cluster) for every rentcache instance.
+//!
+//! Redis failing is normal operation, not an error path: while it is down every call returns
+//! at once (a request never waits on a dead Redis), a background keeper probes it and
+//! reconnects, and each change of state is logged once. Every call that does reach Redis is
+//! bounded by `op_timeout`.
+//!
+//! Keys: `{prefix}{<hash>}:e` holds the entry, `{prefix}{<hash>}:l` the fill lease. The braces
+//! are a cluster hash tag, so an entry, its lease and its temporary write key share a slot.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use async_trait::async_trait;
+use bytes::Bytes;
+use log::{info, warn};
+use parking_lot::Mutex;
+use pingora::cache::key::HashBinary;
+use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisResult};
+
+use super::codec;
+use super::{Admission, Entry, Tier, TierError, TierStats};
+use crate::config::{Redis, RedisNodes};
+
+/// Body bytes sent per round trip when a large entry is written piece by piece.
+const WRITE_BATCH: usize = 1 << 20;
+
+/// A connection to a single server or to a cluster; both are cheap to clone.
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> RedisResult<T> {
+        match self {
+            Conn::Single(c) => cmd.query_async(c).await,
+            Conn::Cluster(c) => cmd.query_async(c).await,
+        }
+    }
+
+    async fn pipe<T: FromRedisValue>(&mut self, p: &Pipeline) -> RedisResult<T> {
+        match self {
+            Conn::Single(c) => p.query_async(c).await,
+            Conn::Cluster(c) => p.query_async(c).await,
+        }
+    }
+
+    async fn script<T: FromRedisValue>(
+        &mut self,
+        s: &redis::Script,
+        key: &str,
+        arg: &str,
+    ) -> RedisResult<T> {
+        let mut inv = s.key(key);
+        inv.arg(arg);
+        match self {
+            Conn::Single(c) => inv.invoke_async(c).await,
+            Conn::Cluster(c) => inv.invoke_async(c).await,
+        }
+    }
+}
+
+/// What a lease attempt found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// This caller may fetch; the value identifies it for renewal and release.
+    Acquired(String),
+    /// Another fill is running, started at this time (ms since the epoch, holder's clock).
+    HeldSince(u64),
+    /// Redis cannot arbitrate right now: fetch without a lease.
+    Unavailable,
+}
+
+pub struct RedisTier {
+    cfg: Redis,
+    conn: ArcSwapOption<Conn>,
+    up: AtomicBool,
+    /// Why Redis was last marked down (for logs and readiness).
+    down_reason: Mutex<Option<String>>,
+    /// A random id for this process, part of every lease value it takes.
+    instance: String,
+    pub counters: RedisCounters,
+}
+
+#[derive(Default)]
+pub struct RedisCounters {
+    pub errors: AtomicU64,
+    pub state_changes: AtomicU64,
+    pub decode_failures: AtomicU64,
+    pub writes: AtomicU64,
+}
+
+fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+impl RedisTier {
+    pub fn new(cfg: Redis) -> RedisTier {
+        RedisTier {
+            cfg,
+            conn: ArcSwapOption::empty(),
+            up: AtomicBool::new(false),
+            down_reason: Mutex::new(Some("not connected yet".into())),
+            instance: format!("{:016x}", rand::random::<u64>()),
+            counters: RedisCounters::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Redis {
+        &self.cfg
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    pub fn down_reason(&self) -> Option<String> {
+        self.down_reason.lock().clone()
+    }
+
+    fn tag(&self, hash: &HashBinary) -> String {
+        format!("{}{{{}}}", self.cfg.prefix, hex::encode(hash))
+    }
+
+    pub fn entry_key(&self, hash: &HashBinary) -> String {
+        format!("{}:e", self.tag(hash))
+    }
+
+    fn lease_key(&self, hash: &HashBinary) -> String {
+        format!("{}:l", self.tag(hash))
+    }
+
+    /// The pub/sub channel that carries invalidations to every instance.
+    pub fn channel(&self) -> String {
+        format!("{}invalidate", self.cfg.prefix)
+    }
+
+    pub fn mark_up(&self) {
+        if !self.up.swap(true, Ordering::AcqRel) {
+            self.counters.state_changes.fetch_add(1, Ordering::Relaxed);
+            *self.down_reason.lock() = None;
+            info!(
+                "redis {} is up: shared tier in use",
+                self.cfg.display_nodes()
+            );
+        }
+    }
+
+    pub fn mark_down(&self, reason: &str) {
+        if self.up.swap(false, Ordering::AcqRel) {
+            self.counters.state_changes.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                "redis {} is down ({reason}): serving from memory and the origin until it returns",
+                self.cfg.display_nodes()
+            );
+        }
+        *self.down_reason.lock() = Some(reason.to_string());
+    }
+
+    pub fn set_connection(&self, conn: Conn) {
+        self.conn.store(Some(Arc::new(conn)));
+    }
+
+    pub fn has_connection(&self) -> bool {
+        self.conn.load().is_some()
+    }
+
+    /// Runs `f` on the connection within `op_timeout`, unless Redis is known to be down.
+    async fn op<T, F, Fut>(&self, f: F) -> Result<T, TierError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = RedisResult<T>>,
+    {
+        if !self.is_up() {
+            return Err(TierError("redis is down".into()));
+        }
+        let Some(conn) = self.conn.load_full() else {
+            return Err(TierError("redis is not connected".into()));
+        };
+        match tokio::time::timeout(self.cfg.op_timeout, f((*conn).clone())).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                // Server-side refusals (wrong type, script errors) do not mean Redis is gone.
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                    || e.is_unrecoverable_error()
+                {
+                    self.mark_down(&e.to_string());
+                }
+                Err(TierError(e.to_string()))
+            }
+            Err(_) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                self.mark_down("operation timed out");
+                Err(TierError("redis operation timed out".into()))
+            }
+        }
+    }
+
+    /// A liveness probe that ignores the up/down state (used by the keeper).
+    pub async fn ping(&self) -> Result<(), String> {
+        let Some(conn) = self.conn.load_full() else {
+            return Err("not connected".into());
+        };
+        let mut c = (*conn).clone();
+        match tokio::time::timeout(self.cfg.op_timeout, c.query::<String>(&redis::cmd("PING")))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+
+    /// Tells every instance to drop `hash` from its memory tier.
+    pub async fn publish_invalidation(&self, hash: &HashBinary) -> Result<(), TierError> {
+        let channel = self.channel();
+        let msg = hex::encode(hash);
+        self.op(|mut c| async move {
+            c.query::<i64>(redis::cmd("PUBLISH").arg(&channel).arg(&msg))
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Tries to become the one instance fetching `hash` from the origin.
+    pub async fn try_lease(&self, hash: &HashBinary) -> Lease {
+        let key = self.lease_key(hash);
+        let now = epoch_ms(SystemTime::now());
+        let value = format!("{}:{}:{now}", self.instance, rand::random::<u32>());
+        let ttl = self.cfg.lease.as_millis() as u64;
+        let v = value.clone();
+        let set = self
+            .op(|mut c| async move {
+                c.query::<Option<String>>(
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&v)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl),
+                )
+                .await
+            })
+            .await;
+        match set {
+            Ok(Some(_)) => Lease::Acquired(value),
+            Ok(None) => match self.lease_holder_since(hash).await {
+                Some(since) => Lease::HeldSince(since),
+                // Released between our SET and GET: the caller simply tries again.
+                None => Lease::HeldSince(0),
+            },
+            Err(_) => Lease::Unavailable,
+        }
+    }
+
+    /// When the current lease on `hash` was taken, if there is one.
+    pub async fn lease_holder_since(&self, hash: &HashBinary) -> Option<u64> {
+        let key = self.lease_key(hash);
+        let v: Option<String> = self
+            .op(|mut c| async move { c.query(redis::cmd("GET").arg(&key)).await })
+            .await
+            .ok()
+            .flatten();
+        v.and_then(|v| v.rsplit(':').next().and_then(|t| t.parse().ok()))
+    }
+
+    /// Keeps a lease alive while its holder's upstream call runs.
+    pub async fn renew_lease(&self, hash: &HashBinary, value: &str) {
+        static RENEW: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                "if redis.call('get', KEYS[1]) == ARGV[1] then \
+                 return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end",
+            )
+        });
+        let key = self.lease_key(hash);
+        let ttl = self.cfg.lease.as_millis().to_string();
+        let value = value.to_string();
+        let _ = self
+            .op(|mut c| async move {
+                let mut inv = RENEW.key(&key);
+                inv.arg(&value).arg(&ttl);
+                match &mut c {
+                    Conn::Single(m) => inv.invoke_async::<i64>(m).await,
+                    Conn::Cluster(m) => inv.invoke_async::<i64>(m).await,
+                }
+            })
+            .await;
+    }
+
+    /// Gives a lease up (only if it is still ours), e.g. when the fetch failed.
+    pub async fn release_lease(&self, hash: &HashBinary, value: &str) {
+        static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                "if redis.call('get', KEYS[1]) == ARGV[1] then \
+                 return redis.call('del', KEYS[1]) else return 0 end",
+            )
+        });
+        let key = self.lease_key(hash);
+        let value = value.to_string();
+        let _ = self
+            .op(|mut c| async move { c.script::<i64>(&RELEASE, &key, &value).await })
+            .await;
+    }
+
+    /// Writes an entry piece by piece: the head, then the body in batches appended to a
+    /// temporary key renamed into place at the end, so a large body is never copied into
+    /// one buffer and readers never see half a value. The fill lease is released with it.
+    async fn write(&self, entry: &Entry, ttl_ms: u64) -> Result<(), TierError> {
+        let head = codec::encode_head(entry).map_err(TierError)?;
+        let key = self.entry_key(&entry.hash);
+        let lease = self.lease_key(&entry.hash);
+        if entry.body_len <= WRITE_BATCH {
+            let mut value = head;
+            for c in &entry.body {
+                value.extend_from_slice(c);
+            }
+            let mut p = redis::pipe();
+            p.cmd("SET")
+                .arg(&key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+            p.cmd("DEL").arg(&lease).ignore();
+            return self.op(|mut c| async move { c.pipe::<()>(&p).await }).await;
+        }
+        let tmp = format!("{}:w{:08x}", self.tag(&entry.hash), rand::random::<u32>());
+        let first = {
+            let mut p = redis::pipe();
+            p.cmd("SET")
+                .arg(&tmp)
+                .arg(head)
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+            p
+        };
+        self.op(|mut c| async move { c.pipe::<()>(&first).await })
+            .await?;
+        let mut batch = redis::pipe();
+        let mut batch_bytes = 0;
+        for chunk in &entry.body {
+            batch.cmd("APPEND").arg(&tmp).arg(chunk.as_ref()).ignore();
+            batch_bytes += chunk.len();
+            if batch_bytes >= WRITE_BATCH {
+                let p = std::mem::replace(&mut batch, redis::pipe());
+                batch_bytes = 0;
+                if let Err(e) = self.op(|mut c| async move { c.pipe::<()>(&p).await }).await {
+                    self.discard(&tmp).await;
+                    return Err(e);
+                }
+            }
+        }
+        batch.cmd("RENAME").arg(&tmp).arg(&key).ignore();
+        batch.cmd("DEL").arg(&lease).ignore();
+        let result = self
+            .op(|mut c| async move { c.pipe::<()>(&batch).await })
+            .await;
+        if result.is_err() {
+            self.discard(&tmp).await;
+        }
+        result
+    }
+
+    async fn discard(&self, tmp: &str) {
+        let tmp = tmp.to_string();
+        let _ = self
+            .op(|mut c| async move { c.query::<i64>(redis::cmd("DEL").arg(&tmp)).await })
+            .await;
+    }
+}
+
+#[async_trait]
+impl Tier for RedisTier {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn get(&self, hash: &HashBinary) -> Result<Option<Arc<Entry>>, TierError> {
+        let key = self.entry_key(hash);
+        let raw: Option<Vec<u8>> = self
+            .op(|mut c| async move { c.query(redis::cmd("GET").arg(&key)).await })
+            .await?;
+        let Some(raw) = raw else { return Ok(None) };
+        match codec::decode(Bytes::from(raw), *hash) {
+            Ok(entry) => Ok(Some(Arc::new(entry))),
+            Err(e) => {
+                self.counters
+                    .decode_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    "ignoring unreadable redis value {}: {e}",
+                    self.entry_key(hash)
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    async fn put(&self, entry: Arc<Entry>) -> Result<Admission, TierError> {
+        if entry.size() as u64 > self.cfg.max_object_bytes {
+            return Ok(Admission::TooLarge);
+        }
+        let ttl = entry
+            .times
+            .usable_until()
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .max(Duration::from_secs(1));
+        self.write(&entry, ttl.as_millis() as u64).await?;
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(Admission::Stored)
+    }
+
+    async fn remove(&self, hash: &HashBinary) -> Result<bool, TierError> {
+        let key = self.entry_key(hash);
+        let n: i64 = self
+            .op(|mut c| async move { c.query(redis::cmd("DEL").arg(&key)).await })
+            .await?;
+        Ok(n > 0)
+    }
+
+    fn stats(&self) -> TierStats {
+        TierStats {
+            entries: 0,
+            bytes: 0,
+            max_bytes: self.cfg.max_object_bytes,
+        }
+    }
+}
+
+/// Opens a connection to `cfg`'s server or cluster.
+pub async fn connect(cfg: &Redis) -> RedisResult<Conn> {
+    match &cfg.nodes {
+        RedisNodes::Single(url) => {
+            let client = redis::Client::open(url.as_str())?;
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(cfg.connect_timeout))
+                .set_response_timeout(Some(cfg.op_timeout))
+                .set_number_of_retries(1);
+            let m = tokio::time::timeout(
+                cfg.connect_timeout,
+                ConnectionManager::new_with_config(client, config),
+            )
+            .await
+            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+            Ok(Conn::Single(m))
+        }
+        RedisNodes::Cluster(urls) => {
+            let client = redis::cluster::ClusterClientBuilder::new(urls.iter().map(String::as_str))
+                .connection_timeout(cfg.connect_timeout)
+                .response_timeout(cfg.op_timeout)
+                .retries(1)
+                .build()?;
+            let c = tokio::time::timeout(cfg.connect_timeout * 2, client.get_async_connection())
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from((redis::ErrorKind::Io, "connect timed out"))
+                })??;
+            Ok(Conn::Cluster(c))
+        }
+    }
+}
+
+/// The node to subscribe on: any one node carries every published message, cluster-wide.
+pub fn pubsub_urls(cfg: &Redis) -> Vec<String> {
+    match &cfg.nodes {
+        RedisNodes::Single(u) => vec![u.clone()],
+        RedisNodes::Cluster(us) => us.clone(),
+    }
+}
+
+pub fn lease_started(lease: &Lease) -> Option<SystemTime> {
+    match lease {
+        Lease::HeldSince(ms) => Some(UNIX_EPOCH + Duration::from_millis(*ms)),
+        _ => None,
+    }
+}

@@ -1,0 +1,86 @@
+//! One upstream call per key across every instance sharing a Redis: before fetching, an
+//! instance takes the key's lease; others wait for the entry the holder stores (newer than
+//! its lease) and answer with that. A holder that dies stops renewing, its lease expires,
+//! and a waiter takes over.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pingora::cache::key::HashBinary;
+
+use crate::storage::redis::Lease;
+use crate::storage::{Entry, RedisTier, Tier};
+
+const FIRST_PAUSE: Duration = Duration::from_millis(10);
+const MAX_PAUSE: Duration = Duration::from_millis(200);
+
+pub enum Coordinated {
+    /// Fetch from the origin; `Some` holds our lease (released by the store, or on failure).
+    Fetch(Option<LeaseGuard>),
+    /// Another instance stored this while we waited.
+    Filled(Arc<Entry>),
+}
+
+/// Our lease, renewed in the background until dropped.
+pub struct LeaseGuard {
+    pub value: String,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.renewal.abort();
+    }
+}
+
+fn guard(redis: &Arc<RedisTier>, hash: HashBinary, value: String) -> LeaseGuard {
+    let r = redis.clone();
+    let v = value.clone();
+    let every = redis.config().lease / 3;
+    let renewal = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            r.renew_lease(&hash, &v).await;
+        }
+    });
+    LeaseGuard { value, renewal }
+}
+
+/// Decides whether this instance fetches `hash`, waiting at most `limit` for another's fill.
+pub async fn coordinate(redis: &Arc<RedisTier>, hash: &HashBinary, limit: Duration) -> Coordinated {
+    let deadline = Instant::now() + limit;
+    loop {
+        let since_ms = match redis.try_lease(hash).await {
+            Lease::Acquired(v) => return Coordinated::Fetch(Some(guard(redis, *hash, v))),
+            Lease::Unavailable => return Coordinated::Fetch(None),
+            // Released between our two calls: a fill just finished or failed; try again.
+            Lease::HeldSince(0) => continue,
+            Lease::HeldSince(ms) => ms,
+        };
+        let since = UNIX_EPOCH + Duration::from_millis(since_ms);
+        let mut pause = FIRST_PAUSE;
+        loop {
+            if Instant::now() >= deadline {
+                return Coordinated::Fetch(None);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_PAUSE);
+            match redis.get(hash).await {
+                Ok(Some(e)) if e.times.updated >= since => return Coordinated::Filled(e),
+                Ok(_) => {}
+                Err(_) => return Coordinated::Fetch(None),
+            }
+            if redis.lease_holder_since(hash).await != Some(since_ms) {
+                // The holder finished without storing anything newer, or died: compete again.
+                break;
+            }
+        }
+    }
+}
+
+pub fn age_of(entry: &Entry) -> u64 {
+    SystemTime::now()
+        .duration_since(entry.times.updated)
+        .unwrap_or_default()
+        .as_secs()
+}
