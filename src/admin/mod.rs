@@ -41,13 +41,13 @@ impl Admin {
         svc
     }
 
-    fn authorize(&self, s: &ServerSession) -> Result<(), Response<Vec<u8>>> {
+    fn authorize(&self, s: &ServerSession) -> Result<(), ApiError> {
         let Some(token) = &self.token else {
             let var = self.config.load().admin.token_env.clone();
-            return Err(error(
+            return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "admin_disabled",
-                &format!("protected admin endpoints are disabled: set {var} to enable them"),
+                format!("protected admin endpoints are disabled: set {var} to enable them"),
             ));
         };
         let given = s
@@ -57,7 +57,7 @@ impl Admin {
             .map(str::trim);
         match given {
             Some(g) if constant_time_eq(g.as_bytes(), token.expose().as_bytes()) => Ok(()),
-            _ => Err(error(
+            _ => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "missing or wrong bearer token",
@@ -74,12 +74,12 @@ impl Admin {
             _ => {}
         }
         if let Err(denied) = self.authorize(s) {
-            return denied;
+            return denied.response();
         }
         match (&method, path.as_str()) {
             (&Method::POST, "/purge") => match read_json(s).await {
                 Ok(body) => purge::handle(&self.config.load(), self.storage, &body).await,
-                Err(resp) => resp,
+                Err(e) => e.response(),
             },
             _ => error(
                 StatusCode::NOT_FOUND,
@@ -114,14 +114,35 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn read_json(s: &mut ServerSession) -> Result<Value, Response<Vec<u8>>> {
+/// A refusal, turned into a JSON error response at the edge.
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn response(&self) -> Response<Vec<u8>> {
+        error(self.status, self.code, &self.message)
+    }
+}
+
+async fn read_json(s: &mut ServerSession) -> Result<Value, ApiError> {
     let mut body = Vec::new();
     loop {
         match s.read_request_body().await {
             Ok(Some(chunk)) => {
                 body.extend_from_slice(&chunk);
                 if body.len() > MAX_BODY {
-                    return Err(error(
+                    return Err(ApiError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "body_too_large",
                         "request body over 1 MiB",
@@ -130,19 +151,19 @@ async fn read_json(s: &mut ServerSession) -> Result<Value, Response<Vec<u8>>> {
             }
             Ok(None) => break,
             Err(e) => {
-                return Err(error(
+                return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "bad_body",
-                    &format!("cannot read the body: {e}"),
+                    format!("cannot read the body: {e}"),
                 ))
             }
         }
     }
     serde_json::from_slice(&body).map_err(|e| {
-        error(
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_json",
-            &format!("the body is not JSON: {e}"),
+            format!("the body is not JSON: {e}"),
         )
     })
 }
