@@ -11,6 +11,7 @@ use super::ctx::Ctx;
 use crate::config::Mode;
 use crate::policy::cors;
 use crate::policy::outer::{self, CacheStatus};
+use crate::storage::ServedFrom;
 use crate::upstream::REASON_HEADER;
 
 /// What the cache did for this request, from pingora's phase and what the hooks saw.
@@ -53,10 +54,16 @@ pub fn decorate(resp: &mut ResponseHeader, session: &Session, ctx: &Ctx, status:
         .map(|m| signed_secs_until(m.fresh_until(), now));
     let stored =
         matches!(status, CacheStatus::Miss | CacheStatus::Expired) && session.cache.enabled();
+    // Why it went wrong if it did, else which tier answered.
+    let tier = meta
+        .filter(|_| status.from_cache())
+        .and_then(|m| m.extensions().get::<ServedFrom>())
+        .map(|s| s.0);
     let detail = ctx
         .stale_reason
         .as_deref()
-        .or(ctx.upstream_failure.as_deref());
+        .or(ctx.upstream_failure.as_deref())
+        .or(tier);
     let field = outer::cache_status_field(status, ttl_left, ctx.upstream_status, stored, detail);
     let _ = resp.insert_header("cache-status", field);
 

@@ -440,3 +440,174 @@ pub fn eventually<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Path of a binary on PATH, or a panic that says what to install.
+fn require_binary(name: &str) -> String {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    match found {
+        Some(p) => p.to_string_lossy().into_owned(),
+        None => panic!(
+            "`{name}` is not installed: these tests start their own Redis. \
+             Install it (Debian: apt-get install -y redis-server) and run again."
+        ),
+    }
+}
+
+/// A `redis-server` of our own on a free loopback port (never the machine's shared 6379).
+pub struct RedisServer {
+    pub proc: Option<Proc>,
+    pub port: u16,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// On a given port (which must be free).
+    pub fn start_on(port: u16) -> RedisServer {
+        let mut r = RedisServer {
+            proc: None,
+            port,
+            dir: scratch_dir("redis"),
+            extra: Vec::new(),
+        };
+        assert!(r.launch(), "redis-server did not start on {port}");
+        r
+    }
+
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let dir = scratch_dir("redis");
+        for _ in 0..5 {
+            let mut r = RedisServer {
+                proc: None,
+                port: free_port(),
+                dir: dir.clone(),
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+            };
+            if r.launch() {
+                return r;
+            }
+        }
+        panic!("redis-server failed to start 5 times");
+    }
+
+    fn launch(&mut self) -> bool {
+        let bin = require_binary("redis-server");
+        let mut args: Vec<String> = [
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &self.dir.to_string_lossy(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(self.extra.iter().cloned());
+        let name = format!("redis-{}", self.port);
+        self.proc = spawn_listening(&name, &bin, &args, &[], &self.dir, self.port);
+        self.proc.is_some()
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server abruptly (as a crash would).
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts it again on the same port (empty).
+    pub fn restart(&mut self) {
+        self.kill();
+        assert!(
+            self.launch(),
+            "redis-server did not restart on {}",
+            self.port
+        );
+    }
+
+    /// Runs `redis-cli` against this server and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port, args)
+    }
+}
+
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new(require_binary("redis-cli"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// A 3-master Redis Cluster on loopback ports.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|i| {
+                let conf = format!("nodes-{}-{i}.conf", std::process::id());
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &conf,
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addrs.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let out = redis_cli(nodes[0].port, &args);
+        assert!(out.contains("[OK]"), "cluster create failed:\n{out}");
+        for n in &nodes {
+            eventually(Duration::from_secs(30), || {
+                redis_cli(n.port, &["cluster", "info"])
+                    .contains("cluster_state:ok")
+                    .then_some(())
+            });
+        }
+        RedisCluster { nodes }
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
+/// The shipped config plus a `redis:` section for `url` (or a cluster when `cluster`).
+pub fn config_with_redis(urls: &[String], cluster: bool) -> String {
+    let section = if cluster {
+        let list: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+        format!("redis:\n  cluster_urls: [{}]\n", list.join(", "))
+    } else {
+        format!("redis:\n  url: \"{}\"\n", urls[0])
+    };
+    format!("{}\n{section}", shipped_config())
+}
