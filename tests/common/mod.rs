@@ -611,3 +611,15 @@ pub fn config_with_redis(urls: &[String], cluster: bool) -> String {
     };
     format!("{}\n{section}", shipped_config())
 }
+
+/// Sends raw HTTP/1.1 bytes (for methods a client library refuses, such as PURGE) and returns
+/// the whole answer as text; the request should carry `Connection: close`.
+pub fn raw_http(port: u16, request: &str) -> String {
+    use std::io::Write;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(request.as_bytes()).expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
