@@ -229,8 +229,9 @@ fn unreadable_values_in_redis_are_misses() {
         hex_of(&pingora::cache::CacheKey::new(canonical, "").primary_bin())
     };
     let entry_key = format!("rc:{{{hash}}}:e");
-    for value in ["foreign value", "RCE1\u{0}\u{0}\u{0}\u{9}/propert"] {
-        redis.cli(&["SET", &entry_key, value]);
+    let truncated: &[u8] = b"RCE1\x00\x00\x00\x2c/propertyadvertising.php?fea";
+    for value in [&b"foreign value"[..], truncated] {
+        redis.set_raw(&entry_key, value);
         let r = a.get(FEATURED);
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(status(&r), "MISS", "{value:?}");
@@ -243,4 +244,40 @@ fn unreadable_values_in_redis_are_misses() {
 
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn large_objects_go_to_redis_only_and_huge_ones_nowhere() {
+    let redis = RedisServer::start();
+    let sim = Sim::start(&[]);
+    let config = config_with_redis(&[redis.url()], false)
+        .replace("max_object_bytes: 8MiB", "max_object_bytes: 64KiB")
+        .replace("\nredis:\n", "\nredis:\n  max_object_bytes: 2MiB\n");
+    let a = Proxy::start(&config, &sim.base(), &[]);
+    wait_redis_up(&a);
+
+    // With photo1binary: a few hundred KiB, too big for memory, fine for Redis.
+    let large = "/propertyadvertising.php?rob=sale&limit=3";
+    let first = a.get(large);
+    assert!(
+        first.body.len() > 64 * 1024 && first.body.len() < 2 << 20,
+        "{}",
+        first.body.len()
+    );
+    assert_eq!(status(&first), "MISS");
+    for _ in 0..2 {
+        let r = a.get(large);
+        assert_eq!(status(&r), "HIT");
+        assert_eq!(tier(&r), "redis", "never promoted into memory");
+        assert_eq!(r.body, first.body);
+    }
+
+    // Everything with photos: over the Redis limit too; served whole, stored nowhere.
+    let huge = "/propertyadvertising.php?rob=rent";
+    let first = a.get(huge);
+    assert!(first.body.len() > 2 << 20, "{}", first.body.len());
+    let again = a.get(huge);
+    assert_eq!(status(&again), "MISS");
+    assert_eq!(again.body, first.body);
+    assert_eq!(sim.api_calls(), 3);
 }

@@ -107,7 +107,8 @@ impl TieredStorage {
                         tier.name()
                     )
                 }
-                Err(e) => warn!("cache write to {} failed: {e}", tier.name()),
+                // Tier failures are logged once, as state changes, by the tier itself.
+                Err(e) => debug!("cache write to {} failed: {e}", tier.name()),
             }
         }
         stored
@@ -119,7 +120,7 @@ impl TieredStorage {
             match tier.remove(hash).await {
                 Ok(true) => found = true,
                 Ok(false) => {}
-                Err(e) => warn!("cache removal from {} failed: {e}", tier.name()),
+                Err(e) => debug!("cache removal from {} failed: {e}", tier.name()),
             }
         }
         found

@@ -542,6 +542,23 @@ impl RedisServer {
         );
     }
 
+    /// `SET key value` with arbitrary bytes (redis-cli arguments cannot hold NUL).
+    pub fn set_raw(&self, key: &str, value: &[u8]) {
+        use std::io::{Read as _, Write};
+        let mut cmd = Vec::new();
+        cmd.extend_from_slice(b"*3\r\n$3\r\nSET\r\n");
+        for part in [key.as_bytes(), value] {
+            cmd.extend_from_slice(format!("${}\r\n", part.len()).as_bytes());
+            cmd.extend_from_slice(part);
+            cmd.extend_from_slice(b"\r\n");
+        }
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        s.write_all(&cmd).expect("write");
+        let mut reply = [0u8; 5];
+        s.read_exact(&mut reply).expect("read reply");
+        assert_eq!(&reply, b"+OK\r\n");
+    }
+
     /// Runs `redis-cli` against this server and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
         redis_cli(self.port, args)
