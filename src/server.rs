@@ -13,7 +13,7 @@ use crate::admin::Admin;
 use crate::config::{Config, SharedConfig};
 use crate::proxy::RentCache;
 use crate::storage::{MemoryTier, RedisKeeper, RedisTier, TieredStorage};
-use crate::upstream::{self, FailureBoard, Gateway, Secret};
+use crate::upstream::{self, FailureBoard, Gateway, Secret, Throttle};
 
 /// Handles to what the cache services share, for the parts of the program that inspect them.
 pub struct Assembly {
@@ -77,11 +77,27 @@ pub fn add_cache_services(server: &mut Server, config: Config) -> Assembly {
 
     let board = Arc::new(FailureBoard::default());
     let socket = upstream::socket_path();
-    let mut gateway = Gateway::new(shared.clone(), token, board.clone(), redis).service(&socket);
+    let throttle = Arc::new(Throttle::new(shared.load().upstream.max_concurrent));
+    let mut gateway = Gateway::new(
+        shared.clone(),
+        token,
+        board.clone(),
+        redis,
+        throttle.clone(),
+    )
+    .service(&socket);
     gateway.threads = Some(1);
     server.add_service(gateway);
 
-    let proxy = RentCache::new(shared.clone(), storage, lock, board, &socket, max_object);
+    let proxy = RentCache::new(
+        shared.clone(),
+        storage,
+        lock,
+        board,
+        throttle,
+        &socket,
+        max_object,
+    );
     let mut service =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "rentcache");
     for addr in &listen {

@@ -7,8 +7,8 @@ use super::file::{FileConfig, Mode, RouteFile};
 use super::load::Problems;
 use super::locate::KeyPath;
 use super::{
-    Admin, Config, Cors, KeyRules, Memory, ParamFilter, ParamPattern, PathMatch, Redis, RedisNodes,
-    Route, RouteMatch, Server, Upstream,
+    Admin, Budget, Config, Cors, KeyRules, Memory, ParamFilter, ParamPattern, PathMatch, Redis,
+    RedisNodes, RefreshAhead, Route, RouteMatch, Server, Upstream,
 };
 
 /// TinyUFO weighs entries in u16 units; with KiB units one object can be at most 64 MiB.
@@ -27,6 +27,10 @@ pub fn build(f: &FileConfig, source: &str, routes_given: bool, p: &mut Problems)
         redis: f.redis.as_ref().map(|r| redis(r, &root.key("redis"), p)),
         cors: cors(f, &root.key("cors"), p),
         key: key_rules(f, &root.key("key"), p),
+        refresh_ahead: RefreshAhead {
+            hot_threshold: f.refresh_ahead.hot_threshold,
+            lead: f.refresh_ahead.lead.0,
+        },
         routes: routes(f, &root.key("routes"), routes_given, p),
     }
 }
@@ -104,6 +108,13 @@ fn upstream(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Upstream {
         token_env: u.token_env.clone(),
         token_in: u.token_in,
         token_name: u.token_name.to_ascii_lowercase(),
+        max_concurrent: u.max_concurrent,
+        fill_wait: u
+            .fill_wait
+            .map(|d| d.0)
+            .unwrap_or(u.connect_timeout.0 + u.read_timeout.0 + std::time::Duration::from_secs(1)),
+        failure_memo: u.failure_memo.0,
+        budget: budget(u, &path.key("budget"), p),
     };
     match u.base_url.parse::<http::Uri>() {
         Ok(uri) => {
@@ -155,6 +166,29 @@ fn upstream(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Upstream {
         p.push((path.key("read_timeout"), "must be more than 0".into()));
     }
     out
+}
+
+fn budget(u: &super::file::UpstreamFile, path: &KeyPath, p: &mut Problems) -> Budget {
+    let b = &u.budget;
+    for (name, v) in [("per_second", b.per_second), ("per_minute", b.per_minute)] {
+        if !(v >= 0.0 && v.is_finite()) {
+            p.push((path.key(name), "must be 0 (no limit) or more".into()));
+        }
+    }
+    let burst = b.burst.unwrap_or(b.per_second.max(1.0));
+    if b.burst.is_some() && burst < 1.0 {
+        p.push((path.key("burst"), "must be at least 1".into()));
+    }
+    Budget {
+        per_second: b.per_second,
+        per_minute: b.per_minute,
+        burst,
+        queue_size: b.queue_size.unwrap_or(100),
+        queue_wait: b
+            .queue_wait
+            .map(|d| d.0)
+            .unwrap_or(std::time::Duration::from_secs(2)),
+    }
 }
 
 fn memory(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Memory {
@@ -507,5 +541,6 @@ fn route(r: &RouteFile, path: &KeyPath, p: &mut Problems) -> Route {
         cacheable_statuses: r.cacheable_statuses.clone(),
         body: r.body,
         pass_through_methods: methods,
+        upstream_timeout: r.upstream_timeout.map(|d| d.0),
     }
 }

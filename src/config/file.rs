@@ -20,6 +20,7 @@ pub struct FileConfig {
     /// Absent: memory tier only.
     pub redis: Option<RedisFile>,
     pub admin: AdminFile,
+    pub refresh_ahead: RefreshAheadFile,
     /// One slot per route in the file; `None` where the route could not be read (its error is
     /// already recorded), so that later messages keep the file's numbering.
     pub routes: Vec<Option<RouteFile>>,
@@ -62,6 +63,36 @@ pub struct UpstreamFile {
     pub token_env: String,
     pub token_in: TokenIn,
     pub token_name: String,
+    pub max_concurrent: usize,
+    pub fill_wait: Option<Dur>,
+    pub failure_memo: Dur,
+    pub budget: BudgetFile,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct BudgetFile {
+    pub per_second: f64,
+    pub per_minute: f64,
+    pub burst: Option<f64>,
+    pub queue_size: Option<usize>,
+    pub queue_wait: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RefreshAheadFile {
+    pub hot_threshold: u32,
+    pub lead: Dur,
+}
+
+impl Default for RefreshAheadFile {
+    fn default() -> Self {
+        RefreshAheadFile {
+            hot_threshold: 20,
+            lead: Dur::secs(30),
+        }
+    }
 }
 
 impl Default for UpstreamFile {
@@ -74,6 +105,10 @@ impl Default for UpstreamFile {
             token_env: "RENTMAN_TOKEN".into(),
             token_in: TokenIn::Header,
             token_name: "token".into(),
+            max_concurrent: 32,
+            fill_wait: None,
+            failure_memo: Dur::secs(2),
+            budget: BudgetFile::default(),
         }
     }
 }
@@ -211,6 +246,7 @@ pub struct RouteFile {
     pub body: BodyCheck,
     #[serde(default)]
     pub pass_through_methods: Vec<String>,
+    pub upstream_timeout: Option<Dur>,
 }
 
 fn default_statuses() -> Vec<u16> {

@@ -68,7 +68,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
-const SECTIONS: &str = "server, admin, upstream, memory, redis, cors, key, routes";
+const SECTIONS: &str = "server, admin, upstream, memory, redis, cors, key, refresh_ahead, routes";
 
 /// Parses and validates config text; `source` names it in messages.
 pub fn parse_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
@@ -113,6 +113,9 @@ pub fn parse_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                     "memory" => set(&mut file.memory, section(&v, &path, &mut problems)),
                     "redis" => file.redis = section(&v, &path, &mut problems),
                     "admin" => set(&mut file.admin, section(&v, &path, &mut problems)),
+                    "refresh_ahead" => {
+                        set(&mut file.refresh_ahead, section(&v, &path, &mut problems))
+                    }
                     "cors" => set(&mut file.cors, section(&v, &path, &mut problems)),
                     "key" => set(&mut file.key, section(&v, &path, &mut problems)),
                     "routes" => {

@@ -28,7 +28,37 @@ pub struct Config {
     pub redis: Option<Redis>,
     pub cors: Cors,
     pub key: KeyRules,
+    pub refresh_ahead: RefreshAhead,
     pub routes: Vec<Route>,
+}
+
+/// Background refresh of hot keys shortly before they expire.
+#[derive(Debug, Clone)]
+pub struct RefreshAhead {
+    /// Hits during an entry's current lifetime that make it hot; 0 turns this off.
+    pub hot_threshold: u32,
+    /// How long before expiry a hot key is refreshed (at most half its ttl).
+    pub lead: Duration,
+}
+
+/// Limits on how hard Rentman is asked.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// Token-bucket rates; 0 means no limit of that kind.
+    pub per_second: f64,
+    pub per_minute: f64,
+    /// Requests allowed at once by the per-second bucket.
+    pub burst: f64,
+    /// Misses that may wait for budget at once; more get 503 at once.
+    pub queue_size: usize,
+    /// How long a miss waits for budget before it gets 503 with Retry-After.
+    pub queue_wait: Duration,
+}
+
+impl Budget {
+    pub fn is_limited(&self) -> bool {
+        self.per_second > 0.0 || self.per_minute > 0.0
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +95,14 @@ pub struct Upstream {
     pub token_in: TokenIn,
     /// Header or query parameter name of the token (`token`).
     pub token_name: String,
+    /// Upstream requests in flight at once, at most (0: no limit).
+    pub max_concurrent: usize,
+    /// How long a request waits for another request filling the same key.
+    pub fill_wait: Duration,
+    /// After a failed fetch, requests for that key within this long share the failure
+    /// instead of asking the upstream again.
+    pub failure_memo: Duration,
+    pub budget: Budget,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +217,8 @@ pub struct Route {
     pub cacheable_statuses: Vec<u16>,
     pub body: BodyCheck,
     pub pass_through_methods: Vec<http::Method>,
+    /// Overrides `upstream.read_timeout` for this route.
+    pub upstream_timeout: Option<Duration>,
 }
 
 impl Route {

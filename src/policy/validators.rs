@@ -30,6 +30,17 @@ pub fn body_etag(body: &[Bytes]) -> String {
     format!("{OWN_ETAG_PREFIX}{}\"", hex::encode(h.finalize()))
 }
 
+/// Whether the origin gave this response a validator (an ETag of its own, or a
+/// Last-Modified), so that an expired copy can be revalidated with a conditional request.
+pub fn has_origin_validator(header: &ResponseHeader) -> bool {
+    let origin_etag = header
+        .headers
+        .get(http::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !is_own_etag(v));
+    origin_etag || header.headers.contains_key(http::header::LAST_MODIFIED)
+}
+
 /// Whether an `If-None-Match` value only names rentcache's own ETags (the origin would not
 /// know them).
 pub fn is_own_etag(value: &str) -> bool {

@@ -29,6 +29,8 @@ pub struct Ctx {
     pub check_fill_body: bool,
     /// The answer is another instance's stored entry, relayed through the shared tier.
     pub shared_copy: bool,
+    /// This (fresh) hit started a refresh-ahead of its key.
+    pub refresh_ahead: bool,
 }
 
 impl Ctx {
@@ -46,6 +48,7 @@ impl Ctx {
             fill_body: Vec::new(),
             check_fill_body: false,
             shared_copy: false,
+            refresh_ahead: false,
         }
     }
 

@@ -8,6 +8,7 @@
 //! (`response_filter`).
 
 mod ctx;
+mod hot;
 mod outcome;
 mod reply;
 
@@ -34,7 +35,9 @@ use crate::config::{BodyCheck, Mode, SharedConfig};
 use crate::policy::cors::{self, Preflight};
 use crate::policy::{body, freshness, key, routes, validators};
 use crate::storage::{SharedCopy, TieredStorage};
-use crate::upstream::{FailureBoard, KEY_HEADER, RELAYED_HEADER, REQUEST_ID_HEADER, ROUTE_HEADER};
+use crate::upstream::{
+    FailureBoard, Throttle, KEY_HEADER, RELAYED_HEADER, REQUEST_ID_HEADER, ROUTE_HEADER,
+};
 use pingora::cache::key::CacheHashKey;
 
 pub struct RentCache {
@@ -42,6 +45,8 @@ pub struct RentCache {
     storage: &'static TieredStorage,
     lock: &'static CacheKeyLockImpl,
     board: Arc<FailureBoard>,
+    throttle: Arc<Throttle>,
+    hot: hot::HotKeys,
     /// The origin gateway, over its Unix socket.
     gateway: HttpPeer,
     /// Largest body any tier can keep; larger responses are served but not stored.
@@ -58,6 +63,7 @@ impl RentCache {
         storage: &'static TieredStorage,
         lock: &'static CacheKeyLockImpl,
         board: Arc<FailureBoard>,
+        throttle: Arc<Throttle>,
         gateway_socket: &std::path::Path,
         max_object_bytes: usize,
     ) -> RentCache {
@@ -73,9 +79,11 @@ impl RentCache {
             storage,
             lock,
             board,
+            throttle,
+            hot: hot::HotKeys::default(),
             gateway,
             max_object_bytes,
-            lock_wait: upstream_budget + Duration::from_secs(1),
+            lock_wait: c.upstream.fill_wait,
             compression_level: c.server.compression_level,
             next_id: AtomicU64::new(1),
             config: config.clone(),
@@ -191,14 +199,44 @@ impl ProxyHttp for RentCache {
 
     async fn cache_hit_filter(
         &self,
-        _session: &mut Session,
-        _meta: &CacheMeta,
+        session: &mut Session,
+        meta: &CacheMeta,
         _hit_handler: &mut HitHandler,
         is_fresh: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<ForcedFreshness>> {
         ctx.found_fresh = Some(is_fresh);
-        Ok(None)
+        if !is_fresh {
+            return Ok(None);
+        }
+        if session.subrequest_ctx.is_some() {
+            // A background refresh (refresh-ahead) found the entry still fresh: it exists to
+            // fetch anyway.
+            return Ok(Some(ForcedFreshness::ForceExpired));
+        }
+        let Some(route) = ctx.route() else {
+            return Ok(None);
+        };
+        // Refresh-ahead rides on stale-while-revalidate: pingora serves this request from
+        // the entry while one background subrequest refreshes it.
+        let now = SystemTime::now();
+        if route.stale_while_revalidate.is_zero()
+            || !self.hot.hit(
+                &session.cache.cache_key().primary_bin(),
+                meta.epoch(),
+                meta.fresh_until(),
+                route.ttl,
+                &ctx.config.refresh_ahead,
+                now,
+            )
+            || !self.throttle.spare(&ctx.config.upstream.budget)
+        {
+            return Ok(None);
+        }
+        ctx.refresh_ahead = true;
+        Ok(Some(ForcedFreshness::ForceExpiredServeStale {
+            expired_at: None,
+        }))
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {

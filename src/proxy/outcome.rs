@@ -19,6 +19,8 @@ pub fn cache_status(session: &Session, ctx: &Ctx) -> CacheStatus {
     match session.cache.phase() {
         CachePhase::Hit => CacheStatus::Hit,
         CachePhase::Miss => CacheStatus::Miss,
+        // A refresh-ahead serves a still fresh entry while it refreshes it.
+        CachePhase::StaleUpdating if ctx.refresh_ahead => CacheStatus::Hit,
         CachePhase::StaleUpdating => CacheStatus::Updating,
         CachePhase::Stale if ctx.stale_reason.is_some() => CacheStatus::Stale,
         CachePhase::Stale | CachePhase::Expired => CacheStatus::Expired,

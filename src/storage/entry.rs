@@ -115,6 +115,22 @@ impl Entry {
         self.body_len + headers + self.key.len() + 256
     }
 
+    /// Until when the entry is worth keeping: its serve-stale windows, and, when the origin
+    /// gave it a validator, one more lifetime in which a conditional request can renew it
+    /// without a body transfer.
+    pub fn usable_until(&self) -> SystemTime {
+        let base = self.times.usable_until();
+        if !crate::policy::validators::has_origin_validator(&self.header) {
+            return base;
+        }
+        let lifetime = self
+            .times
+            .fresh_until
+            .duration_since(self.times.updated)
+            .unwrap_or_default();
+        base.max(self.times.fresh_until + lifetime)
+    }
+
     pub fn age(&self, now: SystemTime) -> Duration {
         now.duration_since(self.times.updated).unwrap_or_default()
     }

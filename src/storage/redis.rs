@@ -413,7 +413,6 @@ impl Tier for RedisTier {
             return Ok(Admission::TooLarge);
         }
         let ttl = entry
-            .times
             .usable_until()
             .duration_since(SystemTime::now())
             .unwrap_or_default()

@@ -177,7 +177,7 @@ impl Storage for TieredStorage {
                         wanted
                     );
                 }
-                Ok(Some(entry)) if entry.times.usable_until() >= now => {
+                Ok(Some(entry)) if entry.usable_until() >= now => {
                     if i > 0 {
                         self.put_all(entry.clone(), &self.tiers[..i]).await;
                     }

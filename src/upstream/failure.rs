@@ -17,10 +17,16 @@ pub const REASON_HEADER: &str = "x-rentcache-upstream-error";
 pub enum Failure {
     /// The upstream answered 5xx.
     Status(u16),
-    /// 429: the upstream asks us to slow down.
+    /// 429: the upstream asks us to slow down (or we are still pausing after one).
     RateLimited {
         retry_after: Option<Duration>,
     },
+    /// Our own budget of upstream requests is spent for now.
+    BudgetExhausted {
+        retry_after: Duration,
+    },
+    /// Too many upstream requests in flight.
+    Busy,
     /// A 200 whose body cannot be the content (revoked token, PHP error page).
     SoftError(BodyProblem),
     ConnectRefused,
@@ -59,6 +65,8 @@ impl Failure {
         match self {
             Failure::Status(s) => format!("status-{s}"),
             Failure::RateLimited { .. } => "rate-limited".into(),
+            Failure::BudgetExhausted { .. } => "budget-exhausted".into(),
+            Failure::Busy => "upstream-busy".into(),
             Failure::SoftError(p) => p.code().into(),
             Failure::ConnectRefused => "connect-refused".into(),
             Failure::Timeout => "timeout".into(),
@@ -71,7 +79,7 @@ impl Failure {
     pub fn status(&self) -> u16 {
         match self {
             Failure::Timeout => 504,
-            Failure::RateLimited { .. } => 503,
+            Failure::RateLimited { .. } | Failure::BudgetExhausted { .. } | Failure::Busy => 503,
             _ => 502,
         }
     }
@@ -82,6 +90,10 @@ impl Failure {
             Failure::RateLimited { .. } => {
                 "the upstream is rate limiting requests (HTTP 429)".into()
             }
+            Failure::BudgetExhausted { .. } => {
+                "the budget of upstream requests is spent for now".into()
+            }
+            Failure::Busy => "too many upstream requests in flight".into(),
             Failure::SoftError(p) => format!("{p} (a bad or revoked token looks like this)"),
             Failure::ConnectRefused => "could not connect to the upstream".into(),
             Failure::Timeout => "the upstream did not answer in time".into(),
@@ -99,11 +111,16 @@ impl Failure {
         let _ = h.insert_header(http::header::CONTENT_LENGTH, body.len());
         let _ = h.insert_header(http::header::CACHE_CONTROL, "no-store");
         let _ = h.insert_header(REASON_HEADER, self.code());
-        if let Failure::RateLimited {
-            retry_after: Some(d),
-        } = self
-        {
-            let _ = h.insert_header(http::header::RETRY_AFTER, d.as_secs().max(1));
+        let retry_after = match self {
+            Failure::RateLimited { retry_after } => *retry_after,
+            Failure::BudgetExhausted { retry_after } => Some(*retry_after),
+            Failure::Busy => Some(Duration::from_secs(1)),
+            _ => None,
+        };
+        if let Some(d) = retry_after {
+            // Whole seconds, rounded up: never invite a retry before budget is back.
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            let _ = h.insert_header(http::header::RETRY_AFTER, secs.max(1));
         }
         (h, body)
     }

@@ -10,7 +10,9 @@
 mod board;
 mod coordinate;
 mod failure;
+mod memo;
 mod origin;
+mod throttle;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +28,9 @@ use pingora::services::listening::Service;
 
 pub use board::{FailureBoard, REQUEST_ID_HEADER};
 pub use failure::{Failure, REASON_HEADER};
+use memo::FailureMemo;
 use origin::{Origin, IDLE_TIMEOUT};
+pub use throttle::Throttle;
 
 use crate::config::{BodyCheck, Config, Route, SharedConfig, TokenIn};
 use crate::policy::body::{self, BodyProblem};
@@ -85,6 +89,8 @@ pub struct Gateway {
     board: Arc<FailureBoard>,
     /// The shared tier, for fill leases across instances.
     redis: Option<Arc<RedisTier>>,
+    throttle: Arc<Throttle>,
+    memo: FailureMemo,
 }
 
 impl Gateway {
@@ -93,6 +99,7 @@ impl Gateway {
         token: Option<Secret>,
         board: Arc<FailureBoard>,
         redis: Option<Arc<RedisTier>>,
+        throttle: Arc<Throttle>,
     ) -> Gateway {
         Gateway {
             config,
@@ -100,6 +107,8 @@ impl Gateway {
             origin: Origin::default(),
             board,
             redis,
+            throttle,
+            memo: FailureMemo::default(),
         }
     }
 
@@ -194,6 +203,9 @@ impl Gateway {
             .get_header(KEY_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_hash);
+        if let Some(f) = fill.and_then(|h| self.memo.recent(&h)) {
+            return self.respond_failure(s, &what, f).await;
+        }
         let mut lease = None;
         if let (Some(hash), Some(redis)) = (fill, &self.redis) {
             let up = &config.upstream;
@@ -204,7 +216,14 @@ impl Gateway {
             }
         }
 
-        let outcome = self.forward(s, &config, route, &what).await;
+        let outcome = match self.throttle.admit(&config.upstream.budget).await {
+            Ok(admission) => {
+                let outcome = self.forward(s, &config, route, &what).await;
+                drop(admission);
+                outcome
+            }
+            Err(refused) => Err(refused),
+        };
         if let (Some(guard), Some(hash), Some(redis)) = (&lease, fill, &self.redis) {
             // The store releases the lease once the entry is written; when nothing will be
             // stored, release it now so that waiting instances need not wait for it to expire.
@@ -215,8 +234,23 @@ impl Gateway {
             }
         }
         match outcome {
-            Ok((reusable, _)) => reusable,
-            Err(failure) => self.respond_failure(s, &what, failure).await,
+            Ok((reusable, _)) => {
+                if let Some(hash) = fill {
+                    self.memo.forget(&hash);
+                }
+                reusable
+            }
+            Err(failure) => {
+                if let Failure::RateLimited { retry_after } = &failure {
+                    self.throttle.pause(*retry_after);
+                }
+                let ours = matches!(failure, Failure::BudgetExhausted { .. } | Failure::Busy);
+                if let (Some(hash), false) = (fill, ours) {
+                    self.memo
+                        .record(hash, failure.clone(), config.upstream.failure_memo);
+                }
+                self.respond_failure(s, &what, failure).await
+            }
         }
     }
 
@@ -231,7 +265,9 @@ impl Gateway {
     ) -> Result<(bool, u16), Failure> {
         let check_json = route.is_some_and(|r| r.body == BodyCheck::JsonArray);
         let req = self.upstream_request(s.req_header(), config);
-        let read_timeout = config.upstream.read_timeout;
+        let read_timeout = route
+            .and_then(|r| r.upstream_timeout)
+            .unwrap_or(config.upstream.read_timeout);
         let peer = self.origin.peer(&config.upstream, read_timeout).await?;
         let fail = |e: Box<pingora::Error>| Failure::from_error(&e);
         let (mut client, _reused) = self
