@@ -273,7 +273,9 @@ fn cors_preflight_is_answered_by_the_proxy() {
 fn bad_token_bodies_are_never_cached() {
     for kind in ["empty", "text", "object"] {
         let sim = Sim::start(&["--token", "right", "--bad-token-body", kind]);
-        let proxy = Proxy::rentman(&sim, &[("RENTMAN_TOKEN", "wrong")]);
+        // No failure memo: every request asks the origin, so a stored copy would show.
+        let config = shipped_config().replace("failure_memo: 2s", "failure_memo: 0s");
+        let proxy = Proxy::start(&config, &sim.base(), &[("RENTMAN_TOKEN", "wrong")]);
         for _ in 0..2 {
             let r = proxy.get(FEATURED);
             assert_eq!(r.status, 502, "{kind}: {}", r.text());

@@ -36,7 +36,8 @@ use crate::policy::cors::{self, Preflight};
 use crate::policy::{body, freshness, key, routes, validators};
 use crate::storage::{SharedCopy, TieredStorage};
 use crate::upstream::{
-    FailureBoard, Throttle, KEY_HEADER, RELAYED_HEADER, REQUEST_ID_HEADER, ROUTE_HEADER,
+    FailureBoard, Throttle, FILL_HEADER, KEY_HEADER, RELAYED_HEADER, REQUEST_ID_HEADER,
+    ROUTE_HEADER,
 };
 use pingora::cache::key::CacheHashKey;
 
@@ -281,10 +282,15 @@ impl ProxyHttp for RentCache {
         }
         req.insert_header(ROUTE_HEADER, route.name.as_str())?;
         req.insert_header(REQUEST_ID_HEADER, ctx.id.to_string())?;
-        if session.cache.enabled() {
-            // A fill: the gateway coordinates it with other instances under this key.
-            let hash = session.cache.cache_key().primary_bin();
+        if !ctx.pass_through {
+            // The gateway shares a recent failure of this key with every request for it, and
+            // coordinates fills with other instances (only fills: the cache may have been
+            // disabled for this request, e.g. when its lock's holder got an uncacheable answer).
+            let hash = CacheKey::new(c.key.clone(), "").primary_bin();
             req.insert_header(KEY_HEADER, hex::encode(hash))?;
+            if session.cache.enabled() {
+                req.insert_header(FILL_HEADER, "1")?;
+            }
         }
         Ok(())
     }

@@ -40,8 +40,10 @@ use pingora::cache::key::HashBinary;
 
 /// Names the route of a request from the proxy to the gateway.
 pub const ROUTE_HEADER: &str = "x-rentcache-route";
-/// Carries the key hash (hex) of a request that will fill the cache.
+/// Carries the key hash (hex) of a cacheable request.
 pub const KEY_HEADER: &str = "x-rentcache-key";
+/// Present when the request will fill the cache (and so may need a lease).
+pub const FILL_HEADER: &str = "x-rentcache-fill";
 /// Marks a response that is another instance's stored entry, not a fresh upstream answer.
 pub const RELAYED_HEADER: &str = "x-rentcache-relayed";
 
@@ -198,14 +200,15 @@ impl Gateway {
             route.map_or("-", |r| r.name.as_str())
         );
 
-        // A fill (the proxy names its key): one instance fetches, the others wait for it.
-        let fill = s
+        let key = s
             .get_header(KEY_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_hash);
-        if let Some(f) = fill.and_then(|h| self.memo.recent(&h)) {
+        if let Some(f) = key.and_then(|h| self.memo.recent(&h)) {
             return self.respond_failure(s, &what, f).await;
         }
+        // A fill: one instance fetches, the others wait for what it stores.
+        let fill = key.filter(|_| s.get_header(FILL_HEADER).is_some());
         let mut lease = None;
         if let (Some(hash), Some(redis)) = (fill, &self.redis) {
             let up = &config.upstream;
@@ -235,7 +238,7 @@ impl Gateway {
         }
         match outcome {
             Ok((reusable, _)) => {
-                if let Some(hash) = fill {
+                if let Some(hash) = key {
                     self.memo.forget(&hash);
                 }
                 reusable
@@ -245,7 +248,7 @@ impl Gateway {
                     self.throttle.pause(*retry_after);
                 }
                 let ours = matches!(failure, Failure::BudgetExhausted { .. } | Failure::Busy);
-                if let (Some(hash), false) = (fill, ours) {
+                if let (Some(hash), false) = (key, ours) {
                     self.memo
                         .record(hash, failure.clone(), config.upstream.failure_memo);
                 }
