@@ -253,7 +253,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -738,7 +738,7 @@ fn generate_property(seed: u64, propref: u32, rentorbuy: u8, featured: bool) -> 
     } else {
         let _ = write!(
             description,
-            "The accommodation comprises an entrance hall, {} {}, {} and {}. Internal area approx. {sqm} m².",
+            "The accommodation comprises an entrance hall, {}, {}, {} and {}. Internal area approx. {sqm} m².",
             if receps > 0 { "a reception room" } else { "an open-plan living space" },
             if commercial { "a kitchenette" } else { "a modern fitted kitchen" },
             if beds == 0 { "a sleeping area".to_string() } else { format!("{beds_word} bedroom{}", if beds > 1 { "s" } else { "" }) },

@@ -30,7 +30,7 @@ impl Response {
         }
     }
 
-    pub fn json(status: u16, value: &serde_json::Value) -> Response {
+    pub fn json<T: serde::Serialize + ?Sized>(status: u16, value: &T) -> Response {
         Response::new(
             status,
             "application/json",
@@ -181,14 +181,14 @@ impl Simulator {
                 self.limiter.clear();
                 Response::json(200, &json!({ "reset": true }))
             }
-            ("faults", "GET") => Response::json(200, &json!(*self.settings.read())),
+            ("faults", "GET") => Response::json(200, &*self.settings.read()),
             ("faults", "POST") => {
                 let mut settings = self.settings.write();
                 match settings.patched(&req.body) {
                     Ok(new) => {
                         log::info!("simulator faults changed: {}", redacted_settings(&new));
                         *settings = new;
-                        Response::json(200, &json!(*settings))
+                        Response::json(200, &*settings)
                     }
                     Err(e) => Response::json(400, &json!({ "error": e })),
                 }

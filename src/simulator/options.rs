@@ -280,8 +280,10 @@ mod tests {
 
     #[test]
     fn patch_sets_only_given_keys_and_null_token_means_any() {
-        let mut o = SimOptions::default();
-        o.token = Some("secret".into());
+        let o = SimOptions {
+            token: Some("secret".into()),
+            ..SimOptions::default()
+        };
         let s = Settings::from_options(&o);
         let p = s
             .patched(br#"{"error_rate": 0.5, "rate_limit": 3}"#)

@@ -147,6 +147,14 @@ impl Stats {
         let mut c = self.inner.lock();
         c.in_flight = c.in_flight.saturating_sub(1);
         let Some(entry) = entry else { return };
+        log::debug!(
+            "simulator: {} {} -> {} (token {}, fault {})",
+            entry.method,
+            entry.target,
+            entry.status.map_or("reset".to_string(), |s| s.to_string()),
+            entry.token,
+            entry.fault.unwrap_or("none")
+        );
         match entry.status {
             Some(s) => *c.statuses.entry(s).or_default() += 1,
             None => c.resets += 1,
