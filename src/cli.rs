@@ -56,6 +56,9 @@ struct DemoArgs {
     /// Port of the simulated Rentman API.
     #[arg(long, default_value_t = 8081)]
     sim_port: u16,
+    /// Port of the admin listener (health, readiness, purge).
+    #[arg(long, default_value_t = 9091)]
+    admin_port: u16,
     /// Median simulated Rentman latency in milliseconds.
     #[arg(long, default_value_t = 350)]
     latency_ms: u64,
@@ -96,8 +99,9 @@ fn serve(path: &Path) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    crate::reload::keep_sighup_from_killing();
     let mut server = server::new_server(&config);
-    server::add_cache_services(&mut server, config);
+    server::add_cache_services(&mut server, config, Some(path.to_path_buf()));
     server::run(server);
     0
 }
@@ -126,8 +130,7 @@ fn check(path: &Path) -> i32 {
 
 /// The shipped Rentman routes, pointed at the local simulator on loopback.
 fn demo_config(args: &DemoArgs) -> Config {
-    let shipped = include_str!("../conf/rentcache.yaml");
-    let text = format!("{shipped}\n# demo overrides\n",)
+    let text = include_str!("../conf/rentcache.yaml")
         .replace(
             "listen: [\"0.0.0.0:8080\"]",
             &format!("listen: [\"127.0.0.1:{}\"]", args.port),
@@ -135,6 +138,10 @@ fn demo_config(args: &DemoArgs) -> Config {
         .replace(
             "base_url: https://www.rentman.online",
             &format!("base_url: http://127.0.0.1:{}", args.sim_port),
+        )
+        .replace(
+            "listen: \"127.0.0.1:9091\"",
+            &format!("listen: \"127.0.0.1:{}\"", args.admin_port),
         );
     config::parse_str(&text, "built-in demo config").expect("the shipped config is valid")
 }
@@ -161,7 +168,7 @@ fn demo(args: DemoArgs) -> i32 {
         &args.latency_ms.to_string(),
     ]));
     server.add_service(sim.service());
-    server::add_cache_services(&mut server, config);
+    server::add_cache_services(&mut server, config, None);
     let base = format!("http://127.0.0.1:{}", args.port);
     println!("rentcache demo: the Rentman simulator on 127.0.0.1:{} (median latency {} ms), the cache in front of it.", args.sim_port, args.latency_ms);
     println!("Try (run each twice: MISS, then HIT):");

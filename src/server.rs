@@ -1,5 +1,7 @@
-//! Assembles the process: tiers, lock, origin gateway and proxy, as pingora services.
+//! Assembles the process: tiers, lock, origin gateway, proxy, admin listener and the
+//! background services (Redis keeper, warmer, config reloader), as pingora services.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,19 +10,17 @@ use log::info;
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Handles};
 use crate::config::{Config, SharedConfig};
-use crate::proxy::RentCache;
+use crate::metrics::Metrics;
+use crate::proxy::hot::HotKeys;
+use crate::proxy::{Parts, RentCache};
+use crate::reload::{ReloadService, Reloader};
 use crate::storage::{MemoryTier, RedisKeeper, RedisTier, TieredStorage};
 use crate::upstream::{self, FailureBoard, Gateway, Secret, Throttle};
-
-/// Handles to what the cache services share, for the parts of the program that inspect them.
-pub struct Assembly {
-    pub config: SharedConfig,
-    pub memory: Arc<MemoryTier>,
-    pub storage: &'static TieredStorage,
-}
+use crate::warm::{WarmService, Warmer};
 
 /// A pingora server configured from `config.server`.
 pub fn new_server(config: &Config) -> Server {
@@ -36,8 +36,9 @@ pub fn new_server(config: &Config) -> Server {
     server
 }
 
-/// Adds the origin gateway and the caching proxy (on `config.server.listen`) to `server`.
-pub fn add_cache_services(server: &mut Server, config: Config) -> Assembly {
+/// Adds everything that makes up one rentcache instance to `server`. `config_path` is the
+/// file to reload on SIGHUP or change (none for a built-in config).
+pub fn add_cache_services(server: &mut Server, config: Config, config_path: Option<PathBuf>) {
     let token = Secret::from_env(&config.upstream.token_env);
     upstream::log_token_state(&config, &token);
 
@@ -53,15 +54,12 @@ pub fn add_cache_services(server: &mut Server, config: Config) -> Assembly {
         );
         Arc::new(RedisTier::new(r))
     });
-    if let Some(r) = &redis {
-        let keeper = RedisKeeper::new(r.clone(), memory.clone());
-        server.add_service(pingora::services::background::background_service(
-            "redis keeper",
-            keeper,
-        ));
-    }
     let storage: &'static TieredStorage =
         Box::leak(Box::new(TieredStorage::new(memory.clone(), redis.clone())));
+    if let Some(r) = &redis {
+        let keeper = RedisKeeper::new(r.clone(), memory.clone(), storage.index.clone());
+        server.add_service(background_service("redis keeper", keeper));
+    }
     // A fill holding the lock longer than a whole upstream attempt has died: let others in.
     let lock_age =
         config.upstream.connect_timeout + config.upstream.read_timeout + Duration::from_secs(5);
@@ -73,31 +71,39 @@ pub fn add_cache_services(server: &mut Server, config: Config) -> Assembly {
         .map_or(0, |r| r.max_object_bytes)
         .max(config.memory.max_object_bytes) as usize;
     let listen = config.server.listen.clone();
+    let admin_listen = config.admin.listen.clone();
+    let max_concurrent = config.upstream.max_concurrent;
     let shared: SharedConfig = Arc::new(ArcSwap::from_pointee(config));
 
+    let metrics = Arc::new(Metrics::new());
+    let throttle = Arc::new(Throttle::new(max_concurrent));
     let board = Arc::new(FailureBoard::default());
+    let hot = Arc::new(HotKeys::default());
+
     let socket = upstream::socket_path();
-    let throttle = Arc::new(Throttle::new(shared.load().upstream.max_concurrent));
     let mut gateway = Gateway::new(
         shared.clone(),
         token,
         board.clone(),
         redis,
         throttle.clone(),
+        metrics.clone(),
     )
     .service(&socket);
     gateway.threads = Some(1);
     server.add_service(gateway);
 
-    let proxy = RentCache::new(
-        shared.clone(),
+    let proxy = RentCache::new(Parts {
+        config: shared.clone(),
         storage,
         lock,
         board,
-        throttle,
-        &socket,
-        max_object,
-    );
+        throttle: throttle.clone(),
+        metrics: metrics.clone(),
+        hot: hot.clone(),
+        gateway_socket: socket,
+        max_object_bytes: max_object,
+    });
     let mut service =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "rentcache");
     for addr in &listen {
@@ -106,14 +112,29 @@ pub fn add_cache_services(server: &mut Server, config: Config) -> Assembly {
     }
     server.add_service(service);
 
-    let admin_listen = shared.load().admin.listen.clone();
-    server.add_service(Admin::new(shared.clone(), storage).service(&admin_listen));
-    info!("admin listening on http://{admin_listen}");
-    Assembly {
+    let warmer = Arc::new(Warmer::new(shared.clone(), storage, throttle.clone()));
+    server.add_service(background_service("warmer", WarmService(warmer.clone())));
+
+    let reloader = config_path.map(|path| {
+        let r = Arc::new(Reloader::new(path, shared.clone(), metrics.clone()));
+        server.add_service(background_service(
+            "config reloader",
+            ReloadService(r.clone()),
+        ));
+        r
+    });
+
+    let admin = Admin::new(Handles {
         config: shared,
-        memory,
         storage,
-    }
+        metrics,
+        hot,
+        throttle,
+        warmer,
+        reloader,
+    });
+    server.add_service(admin.service(&admin_listen));
+    info!("admin listening on http://{admin_listen}");
 }
 
 /// Runs `server` until SIGINT/SIGTERM.

@@ -1,8 +1,23 @@
 //! The operators' listener (separate from the public one): health and readiness without a
 //! token; everything else behind `Authorization: Bearer` with the token from the environment,
 //! and disabled (never open) when that variable is unset.
+//!
+//! | endpoint | what |
+//! |---|---|
+//! | `GET /health` | liveness |
+//! | `GET /ready` | readiness: config loaded, Redis state |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /stats` | hit ratios, tier sizes, top keys, upstream calls saved |
+//! | `GET /explain?url=` | how one URL is routed, keyed and stored |
+//! | `POST /purge` | invalidate by url, key, pattern or tag; `soft` marks stale |
+//! | `POST /warm`, `GET /warm` | start a warming job; jobs and their progress |
+//! | `POST /reload` | reload the config file now |
 
+mod explain;
 mod purge;
+mod stats;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,37 +28,49 @@ use pingora::services::listening::Service;
 use serde_json::{json, Value};
 
 use crate::config::SharedConfig;
+use crate::metrics::Metrics;
+use crate::proxy::hot::HotKeys;
+use crate::reload::Reloader;
 use crate::storage::TieredStorage;
-use crate::upstream::Secret;
+use crate::upstream::{Secret, Throttle};
+use crate::warm::Warmer;
 
 /// Request bodies larger than this are refused.
 const MAX_BODY: usize = 1 << 20;
 
+/// What the admin API reads and steers.
+pub struct Handles {
+    pub config: SharedConfig,
+    pub storage: &'static TieredStorage,
+    pub metrics: Arc<Metrics>,
+    pub hot: Arc<HotKeys>,
+    pub throttle: Arc<Throttle>,
+    pub warmer: Arc<Warmer>,
+    /// Absent when the config was not read from a file (the demo).
+    pub reloader: Option<Arc<Reloader>>,
+}
+
 pub struct Admin {
-    config: SharedConfig,
-    storage: &'static TieredStorage,
+    h: Handles,
     token: Option<Secret>,
 }
 
 impl Admin {
-    pub fn new(config: SharedConfig, storage: &'static TieredStorage) -> Admin {
-        let token = Secret::from_env(&config.load().admin.token_env);
-        Admin {
-            config,
-            storage,
-            token,
-        }
+    pub fn new(h: Handles) -> Admin {
+        let token = Secret::from_env(&h.config.load().admin.token_env);
+        Admin { h, token }
     }
 
     pub fn service(self, listen: &str) -> Service<Admin> {
         let mut svc = Service::new("admin".to_string(), self);
+        svc.threads = Some(1);
         svc.add_tcp(listen);
         svc
     }
 
     fn authorize(&self, s: &ServerSession) -> Result<(), ApiError> {
         let Some(token) = &self.token else {
-            let var = self.config.load().admin.token_env.clone();
+            let var = self.h.config.load().admin.token_env.clone();
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "admin_disabled",
@@ -76,22 +103,39 @@ impl Admin {
         if let Err(denied) = self.authorize(s) {
             return denied.response();
         }
-        match (&method, path.as_str()) {
+        let h = &self.h;
+        let result = match (&method, path.as_str()) {
+            (&Method::GET, "/metrics") => return self.metrics(),
+            (&Method::GET, "/stats") => Ok(stats::stats(h).await),
+            (&Method::GET, "/explain") => {
+                let url = query_param(s, "url");
+                explain::explain(h, url.as_deref()).await
+            }
             (&Method::POST, "/purge") => match read_json(s).await {
-                Ok(body) => purge::handle(&self.config.load(), self.storage, &body).await,
-                Err(e) => e.response(),
+                Ok(body) => purge::purge(h, &body).await,
+                Err(e) => Err(e),
             },
-            _ => error(
+            (&Method::POST, "/warm") => match read_json(s).await {
+                Ok(body) => self.start_warm(&body),
+                Err(e) => Err(e),
+            },
+            (&Method::GET, "/warm") => Ok(self.warm_jobs()),
+            (&Method::POST, "/reload") => self.reload().await,
+            _ => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                &format!("no admin endpoint {method} {path}"),
-            ),
+                format!("no admin endpoint {method} {path}"),
+            )),
+        };
+        match result {
+            Ok(v) => ok(v),
+            Err(e) => e.response(),
         }
     }
 
     fn ready(&self) -> Response<Vec<u8>> {
-        let config = self.config.load();
-        let redis = match self.storage.redis() {
+        let config = self.h.config.load();
+        let redis = match self.h.storage.redis() {
             None => json!("not configured"),
             Some(r) if r.is_up() => json!("up"),
             Some(r) => json!({"state": "down", "reason": r.down_reason()}),
@@ -105,6 +149,136 @@ impl Admin {
             "redis": redis,
         }))
     }
+
+    fn metrics(&self) -> Response<Vec<u8>> {
+        let h = &self.h;
+        let m = &h.metrics;
+        let mem = h.storage.memory().stats_now();
+        m.memory_bytes.set(mem.bytes as i64);
+        m.memory_entries.set(mem.entries as i64);
+        if let Some(r) = h.storage.redis() {
+            m.redis_up.set(i64::from(r.is_up()));
+            m.redis_errors
+                .set(r.counters.errors.load(std::sync::atomic::Ordering::Relaxed) as i64);
+        }
+        let budget = &h.config.load().upstream.budget;
+        let (second, minute) = h.throttle.remaining(budget);
+        if budget.per_second > 0.0 {
+            m.budget_remaining
+                .with_label_values(&["second"])
+                .set(second);
+        }
+        if budget.per_minute > 0.0 {
+            m.budget_remaining
+                .with_label_values(&["minute"])
+                .set(minute);
+        }
+        let body = m.render();
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(
+                http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .header(http::header::CACHE_CONTROL, "no-store")
+            .body(body.into_bytes())
+            .expect("valid response")
+    }
+
+    fn start_warm(&self, body: &Value) -> Result<Value, ApiError> {
+        let urls: Vec<String> = body
+            .get("urls")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| u.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if urls.is_empty() || urls.iter().any(|u| !u.starts_with('/')) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_warm",
+                "give urls: a non-empty list of paths starting with / (and optionally follow: [template names])",
+            ));
+        }
+        let follow: Vec<String> = body
+            .get("follow")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| u.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let config = self.h.config.load();
+        if let Some(unknown) = follow
+            .iter()
+            .find(|f| !config.warm.follow.iter().any(|(n, _)| n == *f))
+        {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_warm",
+                format!("`{unknown}` is not one of warm.follow"),
+            ));
+        }
+        let job = self.h.warmer.job("adhoc");
+        let warmer = self.h.warmer.clone();
+        let id = job.id;
+        tokio::spawn(async move { warmer.run(&job, urls, &follow).await });
+        Ok(json!({"job": id, "status": format!("/warm (job {id})")}))
+    }
+
+    fn warm_jobs(&self) -> Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        let jobs: Vec<Value> = self
+            .h
+            .warmer
+            .jobs()
+            .iter()
+            .map(|j| {
+                json!({
+                    "id": j.id,
+                    "name": j.name,
+                    "total": j.total.load(Relaxed),
+                    "done": j.done.load(Relaxed),
+                    "fetched": j.fetched.load(Relaxed),
+                    "skipped_fresh": j.skipped_fresh.load(Relaxed),
+                    "failed": j.failed.load(Relaxed),
+                    "finished": j.finished.load(Relaxed),
+                })
+            })
+            .collect();
+        json!({ "jobs": jobs })
+    }
+
+    async fn reload(&self) -> Result<Value, ApiError> {
+        let Some(r) = &self.h.reloader else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "no_config_file",
+                "this instance runs a built-in config; there is no file to reload",
+            ));
+        };
+        match r.reload("admin request").await {
+            Ok(c) => Ok(json!({"reloaded": true, "routes": c.routes.len()})),
+            Err(e) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_config",
+                e.to_string(),
+            )),
+        }
+    }
+}
+
+fn query_param(s: &ServerSession, name: &str) -> Option<String> {
+    s.req_header().uri.query().and_then(|q| {
+        crate::policy::query::parse(Some(q))
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -131,7 +305,10 @@ impl ApiError {
     }
 
     pub(crate) fn response(&self) -> Response<Vec<u8>> {
-        error(self.status, self.code, &self.message)
+        respond(
+            self.status,
+            crate::json_error::body(self.status.as_u16(), self.code, &self.message),
+        )
     }
 }
 
@@ -168,15 +345,8 @@ async fn read_json(s: &mut ServerSession) -> Result<Value, ApiError> {
     })
 }
 
-pub(crate) fn ok(v: Value) -> Response<Vec<u8>> {
+fn ok(v: Value) -> Response<Vec<u8>> {
     respond(StatusCode::OK, Bytes::from(v.to_string()))
-}
-
-pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<Vec<u8>> {
-    respond(
-        status,
-        crate::json_error::body(status.as_u16(), code, message),
-    )
 }
 
 fn respond(status: StatusCode, body: Bytes) -> Response<Vec<u8>> {

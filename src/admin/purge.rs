@@ -1,15 +1,13 @@
-//! `POST /purge`: invalidate by URL or canonical key, now or softly (marked stale, then
-//! refreshed once while still served).
+//! `POST /purge`: invalidate by `url`, `key`, `pattern` (a glob over canonical keys) or `tag`
+//! (expanded by the dependency rules); `soft: true` marks entries stale (served stale while
+//! one refresh runs) instead of deleting them. Every purge reaches every instance's memory.
 
-use http::{Response, StatusCode};
-use pingora::cache::key::CacheHashKey;
-use pingora::cache::CacheKey;
+use http::StatusCode;
 use serde_json::{json, Value};
 
-use super::{error, ok};
+use super::{ApiError, Handles};
 use crate::config::Config;
-use crate::policy::key;
-use crate::storage::TieredStorage;
+use crate::policy::{key, tags};
 
 /// Every key a URL stands for: the canonical key, plus one per key-header value (a URL alone
 /// cannot say which variant a client asked for).
@@ -33,34 +31,52 @@ pub fn keys_for_url(config: &Config, url: &str) -> Option<Vec<String>> {
     Some(keys)
 }
 
-pub async fn handle(config: &Config, storage: &TieredStorage, body: &Value) -> Response<Vec<u8>> {
+pub async fn purge(h: &Handles, body: &Value) -> Result<Value, ApiError> {
+    let config = h.config.load_full();
     let soft = body.get("soft").and_then(Value::as_bool).unwrap_or(false);
-    let keys: Vec<String> = if let Some(url) = body.get("url").and_then(Value::as_str) {
-        match keys_for_url(config, url) {
-            Some(k) => k,
-            None => {
-                return error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "no_route",
-                    &format!("no route matches {url}, so nothing of it can be cached"),
-                )
-            }
-        }
-    } else if let Some(k) = body.get("key").and_then(Value::as_str) {
-        vec![k.to_string()]
+    let text = |k: &str| body.get(k).and_then(Value::as_str);
+    let (by, purged, considered) = if let Some(url) = text("url") {
+        let keys = keys_for_url(&config, url).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no_route",
+                format!("no route matches {url}, so nothing of it can be cached"),
+            )
+        })?;
+        let purged = h.storage.purge_keys(&keys, soft, None).await;
+        ("url", purged, json!(keys))
+    } else if let Some(k) = text("key") {
+        let keys = vec![k.to_string()];
+        (
+            "key",
+            h.storage.purge_keys(&keys, soft, None).await,
+            json!(keys),
+        )
+    } else if let Some(pattern) = text("pattern") {
+        let routes: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
+        let purged = h
+            .storage
+            .purge_glob(pattern, &routes, soft)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_pattern", e))?;
+        ("pattern", purged, json!(pattern))
+    } else if let Some(tag) = text("tag") {
+        let all = tags::expand(&[tag.to_string()], &config.dependencies);
+        let purged = h.storage.purge_tags(&all, soft, None).await;
+        ("tag", purged, json!(all))
     } else {
-        return error(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_purge",
-            "give one of: url, key (and optionally soft: true)",
-        );
+            "give one of: url, key, pattern (a glob over keys) or tag; and optionally soft: true",
+        ));
     };
-    let mut purged = Vec::new();
-    for k in &keys {
-        let hash = CacheKey::new(k.clone(), "").primary_bin();
-        if storage.invalidate(&hash, soft).await {
-            purged.push(k.clone());
-        }
-    }
-    ok(json!({ "soft": soft, "purged": purged.len(), "keys": purged, "considered": keys }))
+    h.metrics.purged_entries.inc_by(purged.len() as u64);
+    Ok(json!({
+        "by": by,
+        "soft": soft,
+        "purged": purged.len(),
+        "keys": purged,
+        "considered": considered,
+    }))
 }

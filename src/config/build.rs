@@ -7,8 +7,9 @@ use super::file::{FileConfig, Mode, RouteFile};
 use super::load::Problems;
 use super::locate::KeyPath;
 use super::{
-    Admin, Budget, Config, Cors, KeyRules, Memory, ParamFilter, ParamPattern, PathMatch, Redis,
-    RedisNodes, RefreshAhead, Route, RouteMatch, Server, Upstream,
+    Admin, Budget, Config, Cors, Dependency, KeyRules, Memory, ParamFilter, ParamPattern,
+    PathMatch, Redis, RedisNodes, RefreshAhead, Route, RouteMatch, Server, Upstream, Warm,
+    WarmList,
 };
 
 /// TinyUFO weighs entries in u16 units; with KiB units one object can be at most 64 MiB.
@@ -27,6 +28,8 @@ pub fn build(f: &FileConfig, source: &str, routes_given: bool, p: &mut Problems)
         redis: f.redis.as_ref().map(|r| redis(r, &root.key("redis"), p)),
         cors: cors(f, &root.key("cors"), p),
         key: key_rules(f, &root.key("key"), p),
+        dependencies: dependencies(f, &root.key("dependencies"), p),
+        warm: warm(f, &root.key("warm"), p),
         refresh_ahead: RefreshAhead {
             hot_threshold: f.refresh_ahead.hot_threshold,
             lead: f.refresh_ahead.lead.0,
@@ -189,6 +192,74 @@ fn budget(u: &super::file::UpstreamFile, path: &KeyPath, p: &mut Problems) -> Bu
             .map(|d| d.0)
             .unwrap_or(std::time::Duration::from_secs(2)),
     }
+}
+
+fn warm(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Warm {
+    let w = &f.warm;
+    for (name, template) in &w.follow {
+        if !template.starts_with('/') || !template.contains('{') {
+            p.push((
+                path.key("follow").key(name),
+                format!("`{template}` must be a path with {{field}} placeholders, e.g. /propertyadvertising.php?propref={{propref}}"),
+            ));
+        }
+    }
+    let mut lists = Vec::new();
+    for (i, l) in w.lists.iter().enumerate() {
+        let at = path.key("lists").index(i);
+        if l.every.0.is_zero() {
+            p.push((at.key("every"), "must be more than 0".into()));
+        }
+        for (j, u) in l.urls.iter().enumerate() {
+            if !u.starts_with('/') {
+                p.push((
+                    at.key("urls").index(j),
+                    format!("`{u}` must be a path starting with /"),
+                ));
+            }
+        }
+        for (j, name) in l.follow.iter().enumerate() {
+            if !w.follow.contains_key(name) {
+                p.push((
+                    at.key("follow").index(j),
+                    format!("`{name}` is not one of warm.follow"),
+                ));
+            }
+        }
+        lists.push(WarmList {
+            name: l.name.clone(),
+            every: l.every.0,
+            urls: l.urls.clone(),
+            follow: l.follow.clone(),
+        });
+    }
+    Warm {
+        on_start: w.on_start,
+        follow: w
+            .follow
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        lists,
+    }
+}
+
+fn dependencies(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Vec<Dependency> {
+    let mut out = Vec::new();
+    for (i, d) in f.dependencies.iter().enumerate() {
+        let at = path.index(i);
+        match globset::Glob::new(&d.when) {
+            Ok(g) => out.push(Dependency {
+                when: g.compile_matcher(),
+                purge: d.purge.clone(),
+            }),
+            Err(e) => p.push((at.key("when"), format!("`{}` is not a glob: {e}", d.when))),
+        }
+        if d.purge.is_empty() {
+            p.push((at.key("purge"), "list at least one tag".into()));
+        }
+    }
+    out
 }
 
 fn memory(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Memory {
@@ -542,5 +613,6 @@ fn route(r: &RouteFile, path: &KeyPath, p: &mut Problems) -> Route {
         body: r.body,
         pass_through_methods: methods,
         upstream_timeout: r.upstream_timeout.map(|d| d.0),
+        watch_changes: r.watch_changes,
     }
 }

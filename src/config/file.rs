@@ -21,6 +21,8 @@ pub struct FileConfig {
     pub redis: Option<RedisFile>,
     pub admin: AdminFile,
     pub refresh_ahead: RefreshAheadFile,
+    pub dependencies: Vec<DependencyFile>,
+    pub warm: WarmFile,
     /// One slot per route in the file; `None` where the route could not be read (its error is
     /// already recorded), so that later messages keep the file's numbering.
     pub routes: Vec<Option<RouteFile>>,
@@ -77,6 +79,40 @@ pub struct BudgetFile {
     pub burst: Option<f64>,
     pub queue_size: Option<usize>,
     pub queue_wait: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct WarmFile {
+    pub on_start: bool,
+    pub follow: BTreeMap<String, String>,
+    pub lists: Vec<WarmListFile>,
+}
+
+impl Default for WarmFile {
+    fn default() -> Self {
+        WarmFile {
+            on_start: true,
+            follow: BTreeMap::new(),
+            lists: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WarmListFile {
+    pub name: String,
+    pub every: Dur,
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub follow: Vec<String>,
+}
+
+/// `when` a tag matching this glob is purged, the tags in `purge` are purged too.
+#[derive(Debug, Deserialize)]
+pub struct DependencyFile {
+    pub when: String,
+    pub purge: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,6 +283,8 @@ pub struct RouteFile {
     #[serde(default)]
     pub pass_through_methods: Vec<String>,
     pub upstream_timeout: Option<Dur>,
+    #[serde(default)]
+    pub watch_changes: bool,
 }
 
 fn default_statuses() -> Vec<u16> {

@@ -68,7 +68,8 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
-const SECTIONS: &str = "server, admin, upstream, memory, redis, cors, key, refresh_ahead, routes";
+const SECTIONS: &str =
+    "server, admin, upstream, memory, redis, cors, key, refresh_ahead, dependencies, warm, routes";
 
 /// Parses and validates config text; `source` names it in messages.
 pub fn parse_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
@@ -113,6 +114,10 @@ pub fn parse_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                     "memory" => set(&mut file.memory, section(&v, &path, &mut problems)),
                     "redis" => file.redis = section(&v, &path, &mut problems),
                     "admin" => set(&mut file.admin, section(&v, &path, &mut problems)),
+                    "warm" => set(&mut file.warm, section(&v, &path, &mut problems)),
+                    "dependencies" => {
+                        set(&mut file.dependencies, section(&v, &path, &mut problems))
+                    }
                     "refresh_ahead" => {
                         set(&mut file.refresh_ahead, section(&v, &path, &mut problems))
                     }

@@ -29,7 +29,34 @@ pub struct Config {
     pub cors: Cors,
     pub key: KeyRules,
     pub refresh_ahead: RefreshAhead,
+    pub dependencies: Vec<Dependency>,
+    pub warm: Warm,
     pub routes: Vec<Route>,
+}
+
+/// Keeping popular keys in the cache before visitors ask.
+#[derive(Debug, Clone, Default)]
+pub struct Warm {
+    pub on_start: bool,
+    /// Named URL templates filled from each record of a warmed list (`{propref}`, ...).
+    pub follow: Vec<(String, String)>,
+    pub lists: Vec<WarmList>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WarmList {
+    pub name: String,
+    pub every: Duration,
+    pub urls: Vec<String>,
+    /// Names of `follow` templates to apply to this list's responses.
+    pub follow: Vec<String>,
+}
+
+/// Purging a tag that matches `when` also purges the tags in `purge`.
+#[derive(Debug, Clone)]
+pub struct Dependency {
+    pub when: globset::GlobMatcher,
+    pub purge: Vec<String>,
 }
 
 /// Background refresh of hot keys shortly before they expire.
@@ -219,6 +246,9 @@ pub struct Route {
     pub pass_through_methods: Vec<http::Method>,
     /// Overrides `upstream.read_timeout` for this route.
     pub upstream_timeout: Option<Duration>,
+    /// When a refresh brings a different body, soft-purge the tags found in it (the lists
+    /// that contain a changed property refresh too).
+    pub watch_changes: bool,
 }
 
 impl Route {

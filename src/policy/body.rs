@@ -52,12 +52,7 @@ pub fn check_json_array(chunks: &[Bytes]) -> Result<(), BodyProblem> {
         Some(Err(p)) => return Err(p),
         Some(Ok(())) => {}
     }
-    let reader = Chunks {
-        chunks,
-        index: 0,
-        offset: 0,
-    };
-    let mut de = serde_json::Deserializer::from_reader(reader);
+    let mut de = serde_json::Deserializer::from_reader(Chunks::new(chunks));
     de.deserialize_seq(ArrayOfAnything)
         .and_then(|_| de.end())
         .map_err(|e| BodyProblem::Invalid(e.to_string()))
@@ -79,10 +74,20 @@ impl<'de> Visitor<'de> for ArrayOfAnything {
 }
 
 /// Reads a chunked body without copying it into one buffer first.
-struct Chunks<'a> {
+pub(crate) struct Chunks<'a> {
     chunks: &'a [Bytes],
     index: usize,
     offset: usize,
+}
+
+impl<'a> Chunks<'a> {
+    pub(crate) fn new(chunks: &'a [Bytes]) -> Chunks<'a> {
+        Chunks {
+            chunks,
+            index: 0,
+            offset: 0,
+        }
+    }
 }
 
 impl Read for Chunks<'_> {

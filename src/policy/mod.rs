@@ -9,4 +9,5 @@ pub mod key;
 pub mod outer;
 pub mod query;
 pub mod routes;
+pub mod tags;
 pub mod validators;

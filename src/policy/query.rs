@@ -31,6 +31,11 @@ pub fn parse(raw: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// One query value, escaped the canonical way.
+pub fn encode_component(value: &str) -> String {
+    utf8_percent_encode(value, ESCAPE).to_string()
+}
+
 pub fn encode(pairs: &[(String, String)]) -> String {
     let mut out = String::new();
     for (i, (k, v)) in pairs.iter().enumerate() {

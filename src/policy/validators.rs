@@ -30,6 +30,11 @@ pub fn body_etag(body: &[Bytes]) -> String {
     format!("{OWN_ETAG_PREFIX}{}\"", hex::encode(h.finalize()))
 }
 
+/// The response's ETag, if any.
+pub fn etag(header: &ResponseHeader) -> Option<&[u8]> {
+    header.headers.get(http::header::ETAG).map(|v| v.as_bytes())
+}
+
 /// Whether the origin gave this response a validator (an ETag of its own, or a
 /// Last-Modified), so that an expired copy can be revalidated with a conditional request.
 pub fn has_origin_validator(header: &ResponseHeader) -> bool {

@@ -8,7 +8,7 @@
 //! (`response_filter`).
 
 mod ctx;
-mod hot;
+pub mod hot;
 mod outcome;
 mod reply;
 
@@ -32,9 +32,10 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 pub use ctx::Ctx;
 
 use crate::config::{BodyCheck, Mode, SharedConfig};
+use crate::metrics::Metrics;
 use crate::policy::cors::{self, Preflight};
 use crate::policy::{body, freshness, key, routes, validators};
-use crate::storage::{SharedCopy, TieredStorage};
+use crate::storage::{FillInfo, SharedCopy, TieredStorage};
 use crate::upstream::{
     FailureBoard, Throttle, FILL_HEADER, KEY_HEADER, RELAYED_HEADER, REQUEST_ID_HEADER,
     ROUTE_HEADER,
@@ -47,47 +48,56 @@ pub struct RentCache {
     lock: &'static CacheKeyLockImpl,
     board: Arc<FailureBoard>,
     throttle: Arc<Throttle>,
-    hot: hot::HotKeys,
+    hot: Arc<hot::HotKeys>,
+    metrics: Arc<Metrics>,
     /// The origin gateway, over its Unix socket.
     gateway: HttpPeer,
     /// Largest body any tier can keep; larger responses are served but not stored.
     max_object_bytes: usize,
-    /// How long a request waits for another one filling the same key.
-    lock_wait: Duration,
     compression_level: u32,
     next_id: AtomicU64,
 }
 
+/// What the proxy is built from.
+pub struct Parts {
+    pub config: SharedConfig,
+    pub storage: &'static TieredStorage,
+    pub lock: &'static CacheKeyLockImpl,
+    pub board: Arc<FailureBoard>,
+    pub throttle: Arc<Throttle>,
+    pub metrics: Arc<Metrics>,
+    pub hot: Arc<hot::HotKeys>,
+    pub gateway_socket: std::path::PathBuf,
+    pub max_object_bytes: usize,
+}
+
 impl RentCache {
-    pub fn new(
-        config: SharedConfig,
-        storage: &'static TieredStorage,
-        lock: &'static CacheKeyLockImpl,
-        board: Arc<FailureBoard>,
-        throttle: Arc<Throttle>,
-        gateway_socket: &std::path::Path,
-        max_object_bytes: usize,
-    ) -> RentCache {
-        let c = config.load();
+    pub fn new(p: Parts) -> RentCache {
+        let c = p.config.load_full();
         let mut gateway =
-            HttpPeer::new_uds(&gateway_socket.to_string_lossy(), false, String::new())
+            HttpPeer::new_uds(&p.gateway_socket.to_string_lossy(), false, String::new())
                 .expect("a valid socket path");
-        // The gateway answers with its own 504 first; this only guards against a stuck gateway.
-        let upstream_budget = c.upstream.connect_timeout + c.upstream.read_timeout;
-        gateway.options.read_timeout = Some(upstream_budget + Duration::from_secs(5));
+        // The gateway always answers, with its own 5xx if the upstream does not; this only
+        // guards against a stuck gateway, so it allows for the longest legitimate wait: for
+        // another instance's fill, for budget, then for a whole upstream attempt.
+        let up = &c.upstream;
+        let attempt = up.connect_timeout + up.read_timeout;
+        let lease = c.redis.as_ref().map_or(Duration::ZERO, |r| r.lease);
+        gateway.options.read_timeout =
+            Some(attempt * 2 + lease + up.budget.queue_wait + Duration::from_secs(10));
         gateway.options.idle_timeout = Some(Duration::from_secs(60));
         RentCache {
-            storage,
-            lock,
-            board,
-            throttle,
-            hot: hot::HotKeys::default(),
+            storage: p.storage,
+            lock: p.lock,
+            board: p.board,
+            throttle: p.throttle,
+            hot: p.hot,
+            metrics: p.metrics,
             gateway,
-            max_object_bytes,
-            lock_wait: c.upstream.fill_wait,
+            max_object_bytes: p.max_object_bytes,
             compression_level: c.server.compression_level,
             next_id: AtomicU64::new(1),
-            config: config.clone(),
+            config: p.config,
         }
     }
 
@@ -183,7 +193,7 @@ impl ProxyHttp for RentCache {
             return Ok(());
         }
         let mut overrides = CacheOptionOverrides::default();
-        overrides.wait_timeout = Some(self.lock_wait);
+        overrides.wait_timeout = Some(ctx.config.upstream.fill_wait);
         session
             .cache
             .enable(self.storage, None, None, Some(self.lock), Some(overrides));
@@ -207,31 +217,28 @@ impl ProxyHttp for RentCache {
         ctx: &mut Ctx,
     ) -> Result<Option<ForcedFreshness>> {
         ctx.found_fresh = Some(is_fresh);
-        if !is_fresh {
-            return Ok(None);
-        }
         if session.subrequest_ctx.is_some() {
-            // A background refresh (refresh-ahead) found the entry still fresh: it exists to
-            // fetch anyway.
-            return Ok(Some(ForcedFreshness::ForceExpired));
+            // A background refresh (refresh-ahead) that found the entry still fresh: it
+            // exists to fetch anyway.
+            return Ok(is_fresh.then_some(ForcedFreshness::ForceExpired));
         }
-        let Some(route) = ctx.route() else {
+        let (Some(route), Some(c)) = (ctx.route(), ctx.canonical.as_ref()) else {
             return Ok(None);
         };
         // Refresh-ahead rides on stale-while-revalidate: pingora serves this request from
         // the entry while one background subrequest refreshes it.
-        let now = SystemTime::now();
-        if route.stale_while_revalidate.is_zero()
-            || !self.hot.hit(
-                &session.cache.cache_key().primary_bin(),
-                meta.epoch(),
-                meta.fresh_until(),
-                route.ttl,
-                &ctx.config.refresh_ahead,
-                now,
-            )
-            || !self.throttle.spare(&ctx.config.upstream.budget)
-        {
+        let can_refresh = is_fresh && !route.stale_while_revalidate.is_zero();
+        let refresh = self.hot.hit(
+            &session.cache.cache_key().primary_bin(),
+            &c.key,
+            meta.epoch(),
+            meta.fresh_until(),
+            route.ttl,
+            &ctx.config.refresh_ahead,
+            can_refresh,
+            SystemTime::now(),
+        );
+        if !refresh || !self.throttle.spare(&ctx.config.upstream.budget) {
             return Ok(None);
         }
         ctx.refresh_ahead = true;
@@ -260,6 +267,16 @@ impl ProxyHttp for RentCache {
                 .map_err(|_| Error::explain(ErrorType::InternalError, "bad canonical target"))?,
         );
         req.remove_header(ctx.config.upstream.token_name.as_str());
+        // Only rentcache speaks to its gateway in x-rentcache-* headers.
+        let internal: Vec<http::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|n| n.as_str().starts_with("x-rentcache-"))
+            .cloned()
+            .collect();
+        for name in internal {
+            req.remove_header(&name);
+        }
         if route.mode == Mode::Forced {
             // The key ignores credentials, so the upstream must not see any either.
             req.remove_header(&http::header::COOKIE);
@@ -357,8 +374,16 @@ impl ProxyHttp for RentCache {
             .headers
             .contains_key(http::header::AUTHORIZATION);
         let mut decision = freshness::decide(route, resp, authorization, SystemTime::now());
-        if let (RespCacheable::Cacheable(meta), true) = (&mut decision, ctx.shared_copy) {
-            meta.extensions_mut().insert(SharedCopy);
+        if let RespCacheable::Cacheable(meta) = &mut decision {
+            if ctx.shared_copy {
+                meta.extensions_mut().insert(SharedCopy);
+            }
+            meta.extensions_mut().insert(FillInfo {
+                route: route.name.clone(),
+                json_body: route.body == BodyCheck::JsonArray,
+                watch_changes: route.watch_changes,
+                config: ctx.config.clone(),
+            });
         }
         Ok(decision)
     }
@@ -440,13 +465,15 @@ impl ProxyHttp for RentCache {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         self.board.take(ctx.id);
+        let cache_status = outcome::cache_status(session, ctx);
+        outcome::record(&self.metrics, session, ctx, cache_status);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         debug!(
             "{} {} -> {} {} in {:?}{}",
             session.req_header().method,
             ctx.key(),
             status,
-            outcome::cache_status(session, ctx).as_str(),
+            cache_status.as_str(),
             ctx.started.elapsed(),
             e.map(|e| format!(" ({e})")).unwrap_or_default()
         );

@@ -9,6 +9,7 @@ use pingora::proxy::Session;
 
 use super::ctx::Ctx;
 use crate::config::Mode;
+use crate::metrics::Metrics;
 use crate::policy::cors;
 use crate::policy::outer::{self, CacheStatus};
 use crate::storage::ServedFrom;
@@ -92,6 +93,59 @@ pub fn decorate(resp: &mut ResponseHeader, session: &Session, ctx: &Ctx, status:
         );
     }
     add_cors(resp, session, ctx);
+}
+
+/// Counts one finished request.
+pub fn record(metrics: &Metrics, session: &Session, ctx: &Ctx, status: CacheStatus) {
+    if session
+        .req_header()
+        .headers
+        .contains_key(crate::warm::WARM_HEADER)
+    {
+        metrics
+            .background_refreshes
+            .with_label_values(&["warm"])
+            .inc();
+        return;
+    }
+    if session.subrequest_ctx.is_some() {
+        // A background refresh: its own request, not a client's.
+        let kind = if ctx.found_fresh == Some(true) {
+            "refresh_ahead"
+        } else {
+            "stale_while_revalidate"
+        };
+        metrics
+            .background_refreshes
+            .with_label_values(&[kind])
+            .inc();
+        return;
+    }
+    let route = ctx.route().map_or("-", |r| r.name.as_str());
+    metrics
+        .requests
+        .with_label_values(&[route, status.as_str()])
+        .inc();
+    if status.from_cache() {
+        if let Some(tier) = session
+            .cache
+            .maybe_cache_meta()
+            .and_then(|m| m.extensions().get::<ServedFrom>())
+        {
+            metrics.tier_hits.with_label_values(&[tier.0]).inc();
+        }
+    }
+    match status {
+        CacheStatus::Updating => metrics.stale_served.with_label_values(&["updating"]).inc(),
+        CacheStatus::Stale => metrics
+            .stale_served
+            .with_label_values(&[ctx.stale_reason.as_deref().unwrap_or("error")])
+            .inc(),
+        _ => {}
+    }
+    if session.cache.lock_duration().is_some() {
+        metrics.coalesced.inc();
+    }
 }
 
 /// CORS headers for an allowed `Origin` (on every response, errors included, so that

@@ -13,7 +13,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use super::redis::{connect, pubsub_urls, RedisTier};
-use super::MemoryTier;
+use super::{MemoryTier, TagIndex};
 
 /// How often a down Redis is probed, and an up one checked.
 const PROBE_DOWN: Duration = Duration::from_millis(500);
@@ -25,14 +25,20 @@ pub const ALL: &str = "*";
 pub struct RedisKeeper {
     pub redis: Arc<RedisTier>,
     pub memory: Arc<MemoryTier>,
+    pub index: Arc<TagIndex>,
     subscribed: Arc<AtomicBool>,
 }
 
 impl RedisKeeper {
-    pub fn new(redis: Arc<RedisTier>, memory: Arc<MemoryTier>) -> RedisKeeper {
+    pub fn new(
+        redis: Arc<RedisTier>,
+        memory: Arc<MemoryTier>,
+        index: Arc<TagIndex>,
+    ) -> RedisKeeper {
         RedisKeeper {
             redis,
             memory,
+            index,
             subscribed: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -78,11 +84,12 @@ impl RedisKeeper {
                     self.subscribed.store(true, Ordering::Release);
                     info!("listening for invalidations on {channel}");
                     let memory = self.memory.clone();
+                    let index = self.index.clone();
                     let flag = self.subscribed.clone();
                     tokio::spawn(async move {
                         let mut messages = pubsub.into_on_message();
                         while let Some(msg) = messages.next().await {
-                            apply(&memory, msg.get_payload_bytes());
+                            apply(&memory, &index, msg.get_payload_bytes());
                         }
                         flag.store(false, Ordering::Release);
                         warn!("lost the invalidation subscription; will resubscribe");
@@ -97,15 +104,37 @@ impl RedisKeeper {
     }
 }
 
-/// Applies one invalidation message to this instance's memory tier.
-fn apply(memory: &MemoryTier, payload: &[u8]) {
-    if payload == ALL.as_bytes() {
-        memory.distrust_stored_before_now();
+/// Applies one invalidation message to this instance's memory tier: a key hash (hex),
+/// `t:<tag>` or `g:<glob>` (keys this instance indexed), or `*` (everything).
+fn apply(memory: &MemoryTier, index: &TagIndex, payload: &[u8]) {
+    let Ok(text) = std::str::from_utf8(payload) else {
         return;
-    }
-    let mut hash = [0u8; 16];
-    if hex::decode_to_slice(payload, &mut hash).is_ok() {
-        memory.drop_local(&hash);
+    };
+    let drop_keys = |keys: Vec<String>| {
+        for k in keys {
+            memory.drop_local(&pingora::cache::key::hash_key(&k));
+        }
+    };
+    if text == ALL {
+        memory.distrust_stored_before_now();
+    } else if let Some(tag) = text.strip_prefix("t:") {
+        drop_keys(index.local_keys(tag));
+    } else if let Some(pattern) = text.strip_prefix("g:") {
+        if let Ok(g) = globset::Glob::new(pattern) {
+            let m = g.compile_matcher();
+            drop_keys(
+                index
+                    .local_all()
+                    .into_iter()
+                    .filter(|k| m.is_match(k))
+                    .collect(),
+            );
+        }
+    } else {
+        let mut hash = [0u8; 16];
+        if hex::decode_to_slice(text, &mut hash).is_ok() {
+            memory.drop_local(&hash);
+        }
     }
 }
 

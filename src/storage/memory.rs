@@ -89,6 +89,15 @@ impl MemoryTier {
         Some(slot.entry).filter(|e| e.hash == *hash)
     }
 
+    /// Sizes now (the trait's `stats` without a trait object).
+    pub fn stats_now(&self) -> TierStats {
+        TierStats {
+            entries: self.entries.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            max_bytes: self.max_bytes,
+        }
+    }
+
     /// Drops `hash` without telling anyone (the caller is an invalidation message).
     pub fn drop_local(&self, hash: &HashBinary) {
         if let Some(old) = self.cache.remove(&short(hash)) {

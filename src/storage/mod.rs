@@ -7,6 +7,7 @@
 
 mod codec;
 mod entry;
+mod index;
 mod keeper;
 mod memory;
 pub mod redis;
@@ -18,10 +19,11 @@ use async_trait::async_trait;
 use pingora::cache::key::HashBinary;
 
 pub use entry::{Entry, EntryTimes};
+pub use index::TagIndex;
 pub use keeper::RedisKeeper;
 pub use memory::MemoryTier;
 pub use redis::RedisTier;
-pub use tiered::{ServedFrom, SharedCopy, TieredStorage};
+pub use tiered::{FillInfo, ServedFrom, SharedCopy, TieredStorage};
 
 /// A tier failure; the adapter treats it as a miss (reads) or a skipped write, never as a
 /// client-visible error.

@@ -373,6 +373,93 @@ impl RedisTier {
         result
     }
 
+    fn tag_set(&self, tag: &str) -> String {
+        format!("{}t:{tag}", self.cfg.prefix)
+    }
+
+    fn tags_key(&self, hash: &HashBinary) -> String {
+        format!("{}:t", self.tag(hash))
+    }
+
+    /// Adds `key` to each tag's sorted set (scored by expiry) and records the key's tags next
+    /// to its entry. Each set is trimmed of dead members and made to expire with its last one.
+    pub async fn index_add(&self, key: &str, tags: &[String], until_ms: u64) {
+        let now = epoch_ms(SystemTime::now());
+        let ttl = until_ms.saturating_sub(now) + super::index::TAG_SET_SLACK.as_millis() as u64;
+        let hash = pingora::cache::key::hash_key(key);
+        let mut jobs = Vec::with_capacity(tags.len() + 1);
+        for t in tags {
+            // One key per pipeline: every command of it lands on the same cluster slot.
+            let set = self.tag_set(t);
+            let mut p = redis::pipe();
+            p.cmd("ZADD").arg(&set).arg(until_ms).arg(key).ignore();
+            p.cmd("ZREMRANGEBYSCORE")
+                .arg(&set)
+                .arg("-inf")
+                .arg(now)
+                .ignore();
+            p.cmd("PEXPIRE").arg(&set).arg(ttl).arg("NX").ignore();
+            p.cmd("PEXPIRE").arg(&set).arg(ttl).arg("GT").ignore();
+            jobs.push(p);
+        }
+        let mut p = redis::pipe();
+        p.cmd("SET")
+            .arg(self.tags_key(&hash))
+            .arg(tags.join("\n"))
+            .arg("PX")
+            .arg(ttl)
+            .ignore();
+        jobs.push(p);
+        let runs = jobs
+            .into_iter()
+            .map(|p| self.op(|mut c| async move { c.pipe::<()>(&p).await }));
+        for r in futures::future::join_all(runs).await {
+            if let Err(e) = r {
+                log::debug!("tag index write failed: {e}");
+            }
+        }
+    }
+
+    /// Keys carrying `tag` that are still alive at `now_ms`.
+    pub async fn index_keys(&self, tag: &str, now_ms: u64) -> Vec<String> {
+        let set = self.tag_set(tag);
+        self.op(|mut c| async move {
+            c.query::<Vec<String>>(
+                redis::cmd("ZRANGE")
+                    .arg(&set)
+                    .arg(now_ms)
+                    .arg("+inf")
+                    .arg("BYSCORE"),
+            )
+            .await
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    pub async fn index_tags(&self, hash: &HashBinary) -> Vec<String> {
+        let key = self.tags_key(hash);
+        let v: Option<String> = self
+            .op(|mut c| async move { c.query(redis::cmd("GET").arg(&key)).await })
+            .await
+            .ok()
+            .flatten();
+        v.map(|s| s.split('\n').map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// Publishes an invalidation message (a key hash in hex, `t:<tag>`, `g:<glob>` or `*`).
+    pub async fn publish(&self, message: &str) -> Result<(), TierError> {
+        let channel = self.channel();
+        let msg = message.to_string();
+        self.op(|mut c| async move {
+            c.query::<i64>(redis::cmd("PUBLISH").arg(&channel).arg(&msg))
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
     async fn discard(&self, tmp: &str) {
         let tmp = tmp.to_string();
         let _ = self

@@ -18,8 +18,9 @@ use pingora::cache::{CacheKey, CacheMeta, Storage};
 use pingora::http::ResponseHeader;
 use pingora::Result;
 
-use super::{Entry, EntryTimes, MemoryTier, RedisTier, Tier};
-use crate::policy::validators;
+use super::{Entry, EntryTimes, MemoryTier, RedisTier, TagIndex, Tier};
+use crate::config::Config;
+use crate::policy::{tags, validators};
 
 /// Which tier answered a lookup; put in the returned meta's extensions for metrics and
 /// headers.
@@ -31,11 +32,23 @@ pub struct ServedFrom(pub &'static str);
 #[derive(Debug, Clone, Copy)]
 pub struct SharedCopy;
 
+/// What the proxy tells a fill about its entry (in the meta's extensions): the route, for
+/// tags, and whether a changed body should refresh what depends on it.
+#[derive(Clone)]
+pub struct FillInfo {
+    pub route: String,
+    /// The body is a JSON array whose `propref`s become `property:N` tags.
+    pub json_body: bool,
+    pub watch_changes: bool,
+    pub config: Arc<Config>,
+}
+
 pub struct TieredStorage {
     /// Fastest first: memory, then Redis when configured.
     tiers: Vec<Arc<dyn Tier>>,
     memory: Arc<MemoryTier>,
     redis: Option<Arc<RedisTier>>,
+    pub index: Arc<TagIndex>,
 }
 
 impl TieredStorage {
@@ -47,8 +60,77 @@ impl TieredStorage {
         TieredStorage {
             tiers,
             memory,
+            index: Arc::new(TagIndex::new(redis.clone())),
             redis,
         }
+    }
+
+    /// Purges each key (by its canonical form); returns those some tier held.
+    pub async fn purge_keys(
+        &self,
+        keys: &[String],
+        soft: bool,
+        except: Option<&str>,
+    ) -> Vec<String> {
+        let mut purged = Vec::new();
+        for k in keys {
+            if except == Some(k.as_str()) {
+                continue;
+            }
+            if self
+                .invalidate(&pingora::cache::key::hash_key(k), soft)
+                .await
+            {
+                purged.push(k.clone());
+            }
+            if !soft {
+                self.index.forget(k);
+            }
+        }
+        purged
+    }
+
+    /// Purges every key carrying one of `tags` (already expanded by dependency rules), and
+    /// tells other instances to drop what their own index has under those tags.
+    pub async fn purge_tags(
+        &self,
+        tags: &[String],
+        soft: bool,
+        except: Option<&str>,
+    ) -> Vec<String> {
+        let mut keys: Vec<String> = Vec::new();
+        for t in tags {
+            keys.extend(self.index.keys(t).await);
+            if let Some(r) = &self.redis {
+                let _ = r.publish(&format!("t:{t}")).await;
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        self.purge_keys(&keys, soft, except).await
+    }
+
+    /// Purges every key matching `pattern` among the keys of `routes` (never a scan).
+    pub async fn purge_glob(
+        &self,
+        pattern: &str,
+        routes: &[String],
+        soft: bool,
+    ) -> Result<Vec<String>, String> {
+        let glob = globset::Glob::new(pattern)
+            .map_err(|e| format!("`{pattern}` is not a glob: {e}"))?
+            .compile_matcher();
+        let mut keys: Vec<String> = self.index.local_all();
+        for r in routes {
+            keys.extend(self.index.keys(&crate::policy::tags::route_tag(r)).await);
+        }
+        keys.retain(|k| glob.is_match(k));
+        keys.sort();
+        keys.dedup();
+        if let Some(r) = &self.redis {
+            let _ = r.publish(&format!("g:{pattern}")).await;
+        }
+        Ok(self.purge_keys(&keys, soft, None).await)
     }
 
     pub fn tiers(&self) -> &[Arc<dyn Tier>] {
@@ -205,6 +287,7 @@ impl Storage for TieredStorage {
         Ok(Box::new(Fill {
             storage: self,
             shared_copy: meta.extensions().get::<SharedCopy>().is_some(),
+            info: meta.extensions().get::<FillInfo>().cloned(),
             key: key.primary_key_str().unwrap_or_default().to_string(),
             hash: key.primary_bin(),
             times: EntryTimes::of(meta),
@@ -262,6 +345,7 @@ struct Fill {
     storage: &'static TieredStorage,
     /// Already in the shared tier (relayed from another instance's fill): memory only.
     shared_copy: bool,
+    info: Option<FillInfo>,
     key: String,
     hash: HashBinary,
     times: EntryTimes,
@@ -282,12 +366,26 @@ impl HandleMiss for Fill {
         let Fill {
             storage,
             shared_copy,
+            info,
             key,
             hash,
             times,
             mut header,
             body,
         } = *self;
+        let mut entry_tags = Vec::new();
+        let mut body_tags = Vec::new();
+        if let Some(i) = &info {
+            entry_tags.push(tags::route_tag(&i.route));
+            if i.json_body {
+                body_tags = tags::body_tags(&body);
+                entry_tags.extend(body_tags.iter().cloned());
+            }
+        }
+        let previous = match &info {
+            Some(i) if i.watch_changes => storage.first(&hash).await,
+            _ => None,
+        };
         validators::complete_stored_header(&mut header, &body);
         let entry = Arc::new(Entry::new(key, hash, times, header, body));
         let size = entry.size();
@@ -296,7 +394,27 @@ impl HandleMiss for Fill {
         } else {
             &storage.tiers[..]
         };
-        storage.put_all(entry, tiers).await;
+        storage.put_all(entry.clone(), tiers).await;
+        if !entry_tags.is_empty() {
+            storage
+                .index
+                .add(&entry.key, &entry_tags, entry.usable_until(), !shared_copy)
+                .await;
+        }
+        if let (Some(old), Some(i)) = (previous, info) {
+            if validators::etag(&old.header) != validators::etag(&entry.header)
+                && !body_tags.is_empty()
+            {
+                // Rentman has no webhooks: a changed detail is how we learn that the lists
+                // showing this property are out of date. They refresh while still served.
+                let spread = tags::expand(&body_tags, &i.config.dependencies);
+                log::info!("{} changed: soft-purging {}", entry.key, spread.join(", "));
+                let key = entry.key.clone();
+                tokio::spawn(async move {
+                    storage.purge_tags(&spread, true, Some(&key)).await;
+                });
+            }
+        }
         Ok(MissFinishType::Created(size))
     }
 }

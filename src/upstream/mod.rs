@@ -33,6 +33,7 @@ use origin::{Origin, IDLE_TIMEOUT};
 pub use throttle::Throttle;
 
 use crate::config::{BodyCheck, Config, Route, SharedConfig, TokenIn};
+use crate::metrics::Metrics;
 use crate::policy::body::{self, BodyProblem};
 use crate::storage::{Entry, RedisTier};
 use coordinate::Coordinated;
@@ -93,6 +94,7 @@ pub struct Gateway {
     redis: Option<Arc<RedisTier>>,
     throttle: Arc<Throttle>,
     memo: FailureMemo,
+    metrics: Arc<Metrics>,
 }
 
 impl Gateway {
@@ -102,6 +104,7 @@ impl Gateway {
         board: Arc<FailureBoard>,
         redis: Option<Arc<RedisTier>>,
         throttle: Arc<Throttle>,
+        metrics: Arc<Metrics>,
     ) -> Gateway {
         Gateway {
             config,
@@ -111,6 +114,7 @@ impl Gateway {
             redis,
             throttle,
             memo: FailureMemo::default(),
+            metrics,
         }
     }
 
@@ -219,13 +223,33 @@ impl Gateway {
             }
         }
 
+        let route_name = route.map_or("-", |r| r.name.as_str());
         let outcome = match self.throttle.admit(&config.upstream.budget).await {
             Ok(admission) => {
+                let started = std::time::Instant::now();
                 let outcome = self.forward(s, &config, route, &what).await;
                 drop(admission);
+                let result = match &outcome {
+                    Ok((_, status)) => status.to_string(),
+                    Err(f) => f.code(),
+                };
+                self.metrics
+                    .upstream_requests
+                    .with_label_values(&[route_name, &result])
+                    .inc();
+                self.metrics
+                    .upstream_duration
+                    .with_label_values(&[route_name])
+                    .observe(started.elapsed().as_secs_f64());
                 outcome
             }
-            Err(refused) => Err(refused),
+            Err(refused) => {
+                self.metrics
+                    .upstream_refusals
+                    .with_label_values(&[&refused.code()])
+                    .inc();
+                Err(refused)
+            }
         };
         if let (Some(guard), Some(hash), Some(redis)) = (&lease, fill, &self.redis) {
             // The store releases the lease once the entry is written; when nothing will be

@@ -309,6 +309,8 @@ pub fn shipped_config() -> String {
         "listen: \"127.0.0.1:9091\"",
         "listen: \"127.0.0.1:{{ADMIN}}\"",
     )
+    // Tests count upstream calls: no warming unless a test asks for it.
+    .replace("on_start: true", "on_start: false")
     .replace(
         "base_url: https://www.rentman.online",
         "base_url: {{ORIGIN}}",

@@ -1,0 +1,183 @@
+//! Prometheus metrics, in a registry of our own (served on the admin listener). Names follow
+//! Prometheus conventions: `rentcache_` prefix, base units, `_total` for counters.
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Client requests by route and cache status.
+    pub requests: IntCounterVec,
+    /// Answers from stored entries, by the tier that held them.
+    pub tier_hits: IntCounterVec,
+    /// Requests sent to the upstream, by route and outcome (HTTP status or failure code).
+    pub upstream_requests: IntCounterVec,
+    pub upstream_duration: HistogramVec,
+    /// Upstream requests refused before leaving (budget, 429 pause, concurrency cap).
+    pub upstream_refusals: IntCounterVec,
+    /// Requests that waited for another request's fill instead of fetching.
+    pub coalesced: IntCounter,
+    /// Stale answers, by reason (updating, or the upstream failure).
+    pub stale_served: IntCounterVec,
+    /// Background refreshes started, by kind (stale-while-revalidate, refresh-ahead, warm).
+    pub background_refreshes: IntCounterVec,
+    pub redis_errors: IntGauge,
+    pub redis_up: IntGauge,
+    pub memory_bytes: IntGauge,
+    pub memory_entries: IntGauge,
+    pub budget_remaining: GaugeVec,
+    pub config_reloads: IntCounterVec,
+    pub purged_entries: IntCounter,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+/// The sum of every series of a counter family.
+pub fn total(family: &IntCounterVec) -> u64 {
+    use prometheus::core::Collector;
+    family
+        .collect()
+        .iter()
+        .flat_map(|mf| mf.get_metric().iter())
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "rentcache_upstream_request_duration_seconds",
+                "Time from sending an upstream request to its complete response header.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["route"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(upstream_duration.clone()))
+            .expect("unique metric");
+        let budget_remaining = GaugeVec::new(
+            Opts::new(
+                "rentcache_upstream_budget_remaining",
+                "Upstream requests left in the budget's token buckets (absent when unlimited).",
+            ),
+            &["window"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(budget_remaining.clone()))
+            .expect("unique metric");
+        let coalesced = IntCounter::new(
+            "rentcache_coalesced_requests_total",
+            "Requests that waited for another request filling the same key.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(coalesced.clone()))
+            .expect("unique metric");
+        let purged_entries = IntCounter::new(
+            "rentcache_purged_entries_total",
+            "Entries removed or marked stale by invalidations on this instance.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(purged_entries.clone()))
+            .expect("unique metric");
+        Metrics {
+            requests: counter_vec(
+                &r,
+                "rentcache_requests_total",
+                "Client requests by route and cache status.",
+                &["route", "cache_status"],
+            ),
+            tier_hits: counter_vec(
+                &r,
+                "rentcache_cache_hits_total",
+                "Answers served from a stored entry, by the tier that held it.",
+                &["tier"],
+            ),
+            upstream_requests: counter_vec(
+                &r,
+                "rentcache_upstream_requests_total",
+                "Requests sent to the upstream, by route and outcome (HTTP status or failure).",
+                &["route", "status"],
+            ),
+            upstream_duration,
+            upstream_refusals: counter_vec(
+                &r,
+                "rentcache_upstream_refusals_total",
+                "Upstream requests not sent: budget spent, paused after a 429, too many in flight.",
+                &["reason"],
+            ),
+            coalesced,
+            stale_served: counter_vec(
+                &r,
+                "rentcache_stale_responses_total",
+                "Expired entries served, by reason.",
+                &["reason"],
+            ),
+            background_refreshes: counter_vec(
+                &r,
+                "rentcache_background_refreshes_total",
+                "Background refreshes started, by kind.",
+                &["kind"],
+            ),
+            redis_errors: gauge(
+                &r,
+                "rentcache_redis_errors",
+                "Failed Redis operations since start.",
+            ),
+            redis_up: gauge(
+                &r,
+                "rentcache_redis_up",
+                "1 when the shared Redis tier is in use, 0 when it is down (absent without Redis).",
+            ),
+            memory_bytes: gauge(
+                &r,
+                "rentcache_memory_bytes",
+                "Bytes held by the memory tier.",
+            ),
+            memory_entries: gauge(
+                &r,
+                "rentcache_memory_entries",
+                "Entries held by the memory tier.",
+            ),
+            budget_remaining,
+            config_reloads: counter_vec(
+                &r,
+                "rentcache_config_reloads_total",
+                "Config reloads, by result (ok or failed).",
+                &["result"],
+            ),
+            purged_entries,
+            registry: r,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("text exposition is UTF-8")
+    }
+}

@@ -1,0 +1,116 @@
+//! Tags group cache entries for invalidation: `route:NAME` for every entry of a route, and
+//! `property:N` for every property a JSON body mentions, so that purging one property
+//! invalidates its detail, its media and every cached list that contains it. Dependency rules
+//! from the config widen a purge (a property change also refreshes the featured list, say).
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::body::Chunks;
+use crate::config::Dependency;
+
+/// Rules are followed at most this deep (a rule set may loop).
+const MAX_DEPTH: usize = 8;
+
+pub fn route_tag(route: &str) -> String {
+    format!("route:{route}")
+}
+
+pub fn property_tag(propref: &str) -> String {
+    format!("property:{propref}")
+}
+
+/// One element of a Rentman array: only `propref` matters here; everything else is skipped
+/// without being kept.
+#[derive(Deserialize)]
+struct Item {
+    #[serde(default)]
+    propref: Option<serde_json::Value>,
+}
+
+/// `property:N` for each distinct `propref` in a JSON array body (records or media items).
+pub fn body_tags(chunks: &[Bytes]) -> Vec<String> {
+    let items: Vec<Item> = match serde_json::from_reader(Chunks::new(chunks)) {
+        Ok(items) => items,
+        Err(_) => return Vec::new(),
+    };
+    let mut tags: Vec<String> = items
+        .into_iter()
+        .filter_map(|i| match i.propref? {
+            serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .map(|p| property_tag(&p))
+        .collect();
+    tags.sort();
+    tags.dedup();
+    tags
+}
+
+/// `tags` plus every tag the dependency rules add, transitively, without repeats.
+pub fn expand(tags: &[String], rules: &[Dependency]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut frontier: Vec<String> = tags.to_vec();
+    for _ in 0..MAX_DEPTH {
+        let mut next = Vec::new();
+        for t in frontier {
+            if out.contains(&t) {
+                continue;
+            }
+            for rule in rules.iter().filter(|r| r.when.is_match(&t)) {
+                next.extend(rule.purge.iter().cloned());
+            }
+            out.push(t);
+        }
+        if next.is_empty() {
+            break;
+        }
+        frontier = next;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(when: &str, purge: &[&str]) -> Dependency {
+        Dependency {
+            when: globset::Glob::new(when).unwrap().compile_matcher(),
+            purge: purge.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn tags_from_bodies() {
+        let body = vec![
+            Bytes::from_static(br#"[{"propref":"12","x":{"y":[1,2]}},{"propref":"7"},"#),
+            Bytes::from_static(br#"{"propref":"12"},{"nope":1},{"propref":3}]"#),
+        ];
+        assert_eq!(
+            body_tags(&body),
+            vec!["property:12", "property:3", "property:7"]
+        );
+        assert!(body_tags(&[Bytes::from_static(b"not json")]).is_empty());
+    }
+
+    #[test]
+    fn expansion_follows_rules_once_each() {
+        let rules = [
+            rule("property:*", &["route:featured", "route:listings"]),
+            rule("route:listings", &["route:areas", "property:1"]),
+        ];
+        let got = expand(&["property:9".to_string()], &rules);
+        assert_eq!(
+            got,
+            vec![
+                "property:9",
+                "route:featured",
+                "route:listings",
+                "route:areas",
+                "property:1"
+            ]
+        );
+    }
+}
