@@ -8,6 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use log::info;
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -71,6 +72,7 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
         .map_or(0, |r| r.max_object_bytes)
         .max(config.memory.max_object_bytes) as usize;
     let listen = config.server.listen.clone();
+    let write_buffer = config.server.write_buffer;
     let admin_listen = config.admin.listen.clone();
     let max_concurrent = config.upstream.max_concurrent;
     let shared: SharedConfig = Arc::new(ArcSwap::from_pointee(config));
@@ -107,7 +109,10 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
     let mut service =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "rentcache");
     for addr in &listen {
-        service.add_tcp(addr);
+        service.add_listener(
+            ListenerConfig::tcp(addr.as_str())
+                .l4_buffer(L4BufferSettings::default().write(write_buffer)),
+        );
         info!("rentcache listening on http://{addr}");
     }
     server.add_service(service);

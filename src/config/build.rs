@@ -62,6 +62,7 @@ fn server(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Server {
         threads: s.threads,
         compression_level: s.compression_level,
         grace_period: s.grace_period.0,
+        write_buffer: s.write_buffer.0.clamp(1460, 1 << 24) as usize,
     }
 }
 
@@ -419,14 +420,19 @@ fn key_rules(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> KeyRules {
             ));
         }
     }
+    let params_from_headers: Vec<String> = f
+        .key
+        .params_from_headers
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
     KeyRules {
         drop_params,
-        params_from_headers: f
-            .key
-            .params_from_headers
+        params_from_header_names: params_from_headers
             .iter()
-            .map(|h| h.to_ascii_lowercase())
+            .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
             .collect(),
+        params_from_headers,
     }
 }
 
@@ -608,6 +614,10 @@ fn route(r: &RouteFile, path: &KeyPath, p: &mut Problems) -> Route {
         browser_max_age: r.browser_max_age.0,
         cdn_max_age: r.cdn_max_age.map(|d| d.0).unwrap_or(r.ttl.0),
         params,
+        key_header_names: key_headers
+            .iter()
+            .filter_map(|(n, _)| http::HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect(),
         key_headers,
         cacheable_statuses: r.cacheable_statuses.clone(),
         body: r.body,

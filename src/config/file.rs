@@ -35,6 +35,7 @@ pub struct ServerFile {
     pub threads: usize,
     pub compression_level: u32,
     pub grace_period: Dur,
+    pub write_buffer: Size,
 }
 
 impl Default for ServerFile {
@@ -44,6 +45,7 @@ impl Default for ServerFile {
             threads: 2,
             compression_level: 6,
             grace_period: Dur::secs(5),
+            write_buffer: Size(64 << 10),
         }
     }
 }

@@ -94,6 +94,8 @@ pub struct Server {
     pub threads: usize,
     pub compression_level: u32,
     pub grace_period: Duration,
+    /// Per-connection write buffer: a response that fits leaves in one send().
+    pub write_buffer: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +205,8 @@ pub struct KeyRules {
     pub drop_params: Vec<ParamPattern>,
     /// Request headers the upstream also reads as parameters: folded into the query.
     pub params_from_headers: Vec<String>,
+    /// The same, parsed once (for fast lookups on every request).
+    pub params_from_header_names: Vec<http::HeaderName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,6 +245,8 @@ pub struct Route {
     /// Request headers that change the response: (lower-case name, recognised values). The key
     /// records which listed value the header contains, and only that value goes upstream.
     pub key_headers: Vec<(String, Vec<String>)>,
+    /// The names of `key_headers`, parsed once.
+    pub key_header_names: Vec<http::HeaderName>,
     pub cacheable_statuses: Vec<u16>,
     pub body: BodyCheck,
     pub pass_through_methods: Vec<http::Method>,

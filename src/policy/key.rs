@@ -5,6 +5,7 @@
 //! request the key describes.
 
 use http::HeaderMap;
+use pingora::cache::key::HashBinary;
 
 use crate::config::{Config, ParamFilter};
 
@@ -20,6 +21,27 @@ pub struct Canonical {
     pub target: String,
     /// Key headers to send upstream, (lower-case name, recognised value).
     pub headers: Vec<(String, String)>,
+    /// The key's 128-bit hash, as pingora computes it (computed once, here).
+    pub hash: HashBinary,
+}
+
+/// Whether the request carries a header that can change its canonical form, so that the
+/// canonical form of its URI alone (which may be remembered) does not apply.
+pub fn depends_on_headers(config: &Config, route: Option<usize>, headers: &HeaderMap) -> bool {
+    if headers.is_empty() {
+        return false;
+    }
+    config
+        .key
+        .params_from_header_names
+        .iter()
+        .any(|h| headers.contains_key(h))
+        || route.is_some_and(|r| {
+            config.routes[r]
+                .key_header_names
+                .iter()
+                .any(|h| headers.contains_key(h))
+        })
 }
 
 /// The canonical form of a request, or `None` if no route matches it.
@@ -83,6 +105,7 @@ pub fn canonicalize(
     }
     Some(Canonical {
         route: route_index,
+        hash: pingora::cache::key::hash_key(&key),
         key,
         target,
         headers: key_headers,

@@ -19,6 +19,21 @@ pub fn complete_stored_header(header: &mut ResponseHeader, body: &[Bytes]) {
     if header.headers.get(http::header::ETAG).is_none() {
         let _ = header.insert_header(http::header::ETAG, body_etag(body));
     }
+    *header = without_case(header);
+}
+
+/// The same header without the map that preserves the upstream's header-name case: every
+/// hit copies the stored header, and the map would double that work. Names go out in lower
+/// case, which HTTP/1.1 and HTTP/2 clients treat alike.
+pub fn without_case(header: &ResponseHeader) -> ResponseHeader {
+    // Room for the headers each response adds (Age, X-Cache-Status, Cache-Status,
+    // Cache-Control, CORS...), so that adding them does not regrow the map on every hit.
+    let mut out = ResponseHeader::build_no_case(header.status, Some(header.headers.len() + 8))
+        .expect("status was valid");
+    for (name, value) in header.headers.iter() {
+        let _ = out.append_header(name.clone(), value.clone());
+    }
+    out
 }
 
 /// `"rc-<32 hex digits>"`: a 128-bit BLAKE2b of the body.

@@ -14,7 +14,9 @@ pub struct Ctx {
     pub started: Instant,
     /// The config this request runs under, even if a reload happens meanwhile.
     pub config: Arc<Config>,
-    pub canonical: Option<Canonical>,
+    pub canonical: Option<Arc<Canonical>>,
+    /// Which tier held the entry a lookup found.
+    pub tier: Option<&'static str>,
     /// Forwarded without the cache (other methods, or a route that stores nothing).
     pub pass_through: bool,
     /// A lookup found an entry; `Some(fresh)`.
@@ -31,6 +33,10 @@ pub struct Ctx {
     pub shared_copy: bool,
     /// This (fresh) hit started a refresh-ahead of its key.
     pub refresh_ahead: bool,
+    /// The fast path found the key hot and due for refresh-ahead: pingora's path does it.
+    pub refresh_ahead_due: bool,
+    /// Answered by the fast path: a fresh memory hit written without pingora's cache state.
+    pub fast_hit: bool,
 }
 
 impl Ctx {
@@ -40,6 +46,7 @@ impl Ctx {
             started: Instant::now(),
             config,
             canonical: None,
+            tier: None,
             pass_through: false,
             found_fresh: None,
             upstream_status: None,
@@ -49,6 +56,8 @@ impl Ctx {
             check_fill_body: false,
             shared_copy: false,
             refresh_ahead: false,
+            refresh_ahead_due: false,
+            fast_hit: false,
         }
     }
 

@@ -25,14 +25,36 @@ struct Heat {
     refreshing: bool,
 }
 
+/// Keys are already uniform 128-bit hashes: their first 8 bytes are a perfectly good hash.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if bytes.len() >= 8 {
+            self.0 = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        }
+    }
+
+    fn write_usize(&mut self, _: usize) {}
+}
+
+type HeatMap = HashMap<HashBinary, Heat, std::hash::BuildHasherDefault<Prehashed>>;
+
 pub struct HotKeys {
-    shards: Vec<Mutex<HashMap<HashBinary, Heat>>>,
+    shards: Vec<Mutex<HeatMap>>,
 }
 
 impl Default for HotKeys {
     fn default() -> Self {
         HotKeys {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HeatMap::default()))
+                .collect(),
         }
     }
 }
@@ -52,7 +74,7 @@ impl HotKeys {
         can_refresh: bool,
         now: SystemTime,
     ) -> bool {
-        let mut shard = self.shards[hash[0] as usize % SHARDS].lock();
+        let mut shard = self.shards[hash[15] as usize % SHARDS].lock();
         if shard.len() > SWEEP_ABOVE {
             shard.retain(|_, h| {
                 now.duration_since(h.lifetime)

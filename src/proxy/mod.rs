@@ -9,6 +9,7 @@
 
 mod ctx;
 pub mod hot;
+mod memo;
 mod outcome;
 mod reply;
 
@@ -34,13 +35,14 @@ pub use ctx::Ctx;
 use crate::config::{BodyCheck, Mode, SharedConfig};
 use crate::metrics::Metrics;
 use crate::policy::cors::{self, Preflight};
+use crate::policy::outer::CacheStatus;
 use crate::policy::{body, freshness, key, routes, validators};
-use crate::storage::{FillInfo, SharedCopy, TieredStorage};
+use crate::storage::{served_from, FillInfo, SharedCopy, TieredStorage};
 use crate::upstream::{
     FailureBoard, Throttle, FILL_HEADER, KEY_HEADER, RELAYED_HEADER, REQUEST_ID_HEADER,
     ROUTE_HEADER,
 };
-use pingora::cache::key::CacheHashKey;
+use pingora::protocols::http::conditional_filter::{not_modified_filter, to_304};
 
 pub struct RentCache {
     config: SharedConfig,
@@ -50,6 +52,8 @@ pub struct RentCache {
     throttle: Arc<Throttle>,
     hot: Arc<hot::HotKeys>,
     metrics: Arc<Metrics>,
+    memo: memo::KeyMemo,
+    counters: arc_swap::ArcSwapOption<outcome::Counters>,
     /// The origin gateway, over its Unix socket.
     gateway: HttpPeer,
     /// Largest body any tier can keep; larger responses are served but not stored.
@@ -93,12 +97,90 @@ impl RentCache {
             throttle: p.throttle,
             hot: p.hot,
             metrics: p.metrics,
+            memo: memo::KeyMemo::default(),
+            counters: arc_swap::ArcSwapOption::empty(),
             gateway,
             max_object_bytes: p.max_object_bytes,
             compression_level: c.server.compression_level,
             next_id: AtomicU64::new(1),
             config: p.config,
         }
+    }
+
+    /// The hit path: a fresh entry in memory is written straight from `request_filter`,
+    /// without building pingora's cache state for it. Everything else (misses, stale entries,
+    /// ranges, background refreshes, keys due for refresh-ahead) takes pingora's path.
+    async fn serve_fresh_from_memory(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let Some(c) = ctx.canonical.clone() else {
+            return Ok(false);
+        };
+        if ctx.pass_through
+            || session.subrequest_ctx.is_some()
+            || session
+                .req_header()
+                .headers
+                .contains_key(http::header::RANGE)
+        {
+            return Ok(false);
+        }
+        let Some(entry) = self.storage.memory().peek(&c.hash) else {
+            return Ok(false);
+        };
+        let now = SystemTime::now();
+        if entry.key != c.key || !entry.times.is_fresh(now) {
+            return Ok(false);
+        }
+        let route = &ctx.config.routes[c.route];
+        let due = self.hot.hit(
+            &c.hash,
+            &c.key,
+            entry.times.updated,
+            entry.times.fresh_until,
+            route.ttl,
+            &ctx.config.refresh_ahead,
+            !route.stale_while_revalidate.is_zero(),
+            now,
+        );
+        if due && self.throttle.spare(&ctx.config.upstream.budget) {
+            ctx.refresh_ahead_due = true;
+            return Ok(false);
+        }
+        ctx.found_fresh = Some(true);
+        ctx.tier = Some("memory");
+        ctx.fast_hit = true;
+        let age = entry.age(now);
+        let mut header = entry.header.clone();
+        header.insert_header(http::header::AGE, age.as_secs())?;
+        let clock = outcome::EntryClock {
+            fresh_until: entry.times.fresh_until,
+            age,
+        };
+        outcome::decorate_with(
+            &mut header,
+            session,
+            ctx,
+            CacheStatus::Hit,
+            Some(clock),
+            false,
+        );
+        let req = session.req_header();
+        let not_modified = not_modified_filter(req, &header);
+        if not_modified {
+            to_304(&mut header);
+        }
+        let header_only = not_modified || req.method == http::Method::HEAD || entry.body.is_empty();
+        session
+            .write_response_header(Box::new(header), header_only)
+            .await?;
+        if !header_only {
+            let last = entry.body.len() - 1;
+            for (i, chunk) in entry.body.iter().enumerate() {
+                session
+                    .write_response_body(Some(chunk.clone()), i == last)
+                    .await?;
+            }
+        }
+        Ok(true)
     }
 
     /// Answers a CORS preflight; returns whether this request was one.
@@ -165,9 +247,14 @@ impl ProxyHttp for RentCache {
             return Ok(true);
         }
         let req = session.req_header();
-        let Some(canonical) =
-            key::canonicalize(&ctx.config, req.uri.path(), req.uri.query(), &req.headers)
-        else {
+        let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let Some(canonical) = self.memo.canonical(
+            &ctx.config,
+            req.uri.path(),
+            req.uri.query(),
+            target,
+            &req.headers,
+        ) else {
             let msg = format!("no route for {}", req.uri.path());
             reply::error(session, 404, "no_route", &msg, cors_headers(session, ctx)).await?;
             return Ok(true);
@@ -185,7 +272,7 @@ impl ProxyHttp for RentCache {
         ctx.pass_through =
             !(method == http::Method::GET || method == http::Method::HEAD) || !route.is_cached();
         ctx.canonical = Some(canonical);
-        Ok(false)
+        self.serve_fresh_from_memory(session, ctx).await
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
@@ -203,7 +290,12 @@ impl ProxyHttp for RentCache {
 
     fn cache_key_callback(&self, _session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
         match &ctx.canonical {
-            Some(c) => Ok(CacheKey::new(c.key.clone(), "")),
+            Some(c) => {
+                let mut key = CacheKey::new(c.key.clone(), "");
+                // Hashed once per distinct request target, not once per request.
+                key.set_primary_bin_override(c.hash);
+                Ok(key)
+            }
             None => Error::e_explain(ErrorType::InternalError, "no canonical key"),
         }
     }
@@ -212,11 +304,12 @@ impl ProxyHttp for RentCache {
         &self,
         session: &mut Session,
         meta: &CacheMeta,
-        _hit_handler: &mut HitHandler,
+        hit_handler: &mut HitHandler,
         is_fresh: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<ForcedFreshness>> {
         ctx.found_fresh = Some(is_fresh);
+        ctx.tier = served_from(hit_handler);
         if session.subrequest_ctx.is_some() {
             // A background refresh (refresh-ahead) that found the entry still fresh: it
             // exists to fetch anyway.
@@ -226,19 +319,21 @@ impl ProxyHttp for RentCache {
             return Ok(None);
         };
         // Refresh-ahead rides on stale-while-revalidate: pingora serves this request from
-        // the entry while one background subrequest refreshes it.
+        // the entry while one background subrequest refreshes it. The fast path may have
+        // counted this hit already and found the key due.
         let can_refresh = is_fresh && !route.stale_while_revalidate.is_zero();
-        let refresh = self.hot.hit(
-            &session.cache.cache_key().primary_bin(),
-            &c.key,
-            meta.epoch(),
-            meta.fresh_until(),
-            route.ttl,
-            &ctx.config.refresh_ahead,
-            can_refresh,
-            SystemTime::now(),
-        );
-        if !refresh || !self.throttle.spare(&ctx.config.upstream.budget) {
+        let refresh = ctx.refresh_ahead_due
+            || (self.hot.hit(
+                &c.hash,
+                &c.key,
+                meta.epoch(),
+                meta.fresh_until(),
+                route.ttl,
+                &ctx.config.refresh_ahead,
+                can_refresh,
+                SystemTime::now(),
+            ) && self.throttle.spare(&ctx.config.upstream.budget));
+        if !refresh {
             return Ok(None);
         }
         ctx.refresh_ahead = true;
@@ -303,8 +398,7 @@ impl ProxyHttp for RentCache {
             // The gateway shares a recent failure of this key with every request for it, and
             // coordinates fills with other instances (only fills: the cache may have been
             // disabled for this request, e.g. when its lock's holder got an uncacheable answer).
-            let hash = CacheKey::new(c.key.clone(), "").primary_bin();
-            req.insert_header(KEY_HEADER, hex::encode(hash))?;
+            req.insert_header(KEY_HEADER, hex::encode(c.hash))?;
             if session.cache.enabled() {
                 req.insert_header(FILL_HEADER, "1")?;
             }
@@ -466,7 +560,7 @@ impl ProxyHttp for RentCache {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         self.board.take(ctx.id);
         let cache_status = outcome::cache_status(session, ctx);
-        outcome::record(&self.metrics, session, ctx, cache_status);
+        outcome::record(&self.metrics, &self.counters, session, ctx, cache_status);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         debug!(
             "{} {} -> {} {} in {:?}{}",

@@ -1,22 +1,51 @@
 //! The response headers that report what the cache did and tell outer caches what they may
-//! do: `X-Cache-Status`, `Cache-Status`, `Cache-Control`, `Warning`, and CORS.
+//! do (`X-Cache-Status`, `Cache-Status`, `Cache-Control`, `Warning`, CORS), and the counting
+//! of each finished request. Both run on every hit, so header names are parsed once and the
+//! per-route counters are looked up once per config.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use arc_swap::ArcSwapOption;
+use http::header::{HeaderName, HeaderValue};
 use pingora::cache::CachePhase;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
+use prometheus::IntCounter;
 
 use super::ctx::Ctx;
-use crate::config::Mode;
+use crate::config::{Config, Mode};
 use crate::metrics::Metrics;
 use crate::policy::cors;
 use crate::policy::outer::{self, CacheStatus};
-use crate::storage::ServedFrom;
 use crate::upstream::REASON_HEADER;
+
+static X_CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache-status");
+static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+static REASON: HeaderName = HeaderName::from_static(REASON_HEADER);
+
+const STATUSES: [CacheStatus; 7] = [
+    CacheStatus::Hit,
+    CacheStatus::Miss,
+    CacheStatus::Stale,
+    CacheStatus::Updating,
+    CacheStatus::Revalidated,
+    CacheStatus::Bypass,
+    CacheStatus::Expired,
+];
+
+fn status_index(s: CacheStatus) -> usize {
+    STATUSES
+        .iter()
+        .position(|x| *x == s)
+        .expect("every status is listed")
+}
 
 /// What the cache did for this request, from pingora's phase and what the hooks saw.
 pub fn cache_status(session: &Session, ctx: &Ctx) -> CacheStatus {
+    if ctx.fast_hit {
+        return CacheStatus::Hit;
+    }
     match session.cache.phase() {
         CachePhase::Hit => CacheStatus::Hit,
         CachePhase::Miss => CacheStatus::Miss,
@@ -45,58 +74,144 @@ fn signed_secs_until(t: SystemTime, now: SystemTime) -> i64 {
     }
 }
 
-/// Adds the cache's headers to a response about to go to the client.
-pub fn decorate(resp: &mut ResponseHeader, session: &Session, ctx: &Ctx, status: CacheStatus) {
-    resp.remove_header(REASON_HEADER);
-    let now = SystemTime::now();
-    let meta = session.cache.maybe_cache_meta();
-    let _ = resp.insert_header("x-cache-status", status.as_str());
+fn text_value(s: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok()
+}
 
-    let ttl_left = meta
-        .filter(|_| status != CacheStatus::Bypass)
-        .map(|m| signed_secs_until(m.fresh_until(), now));
+/// The entry behind a response: when it stops being fresh, and how old it is.
+#[derive(Clone, Copy)]
+pub struct EntryClock {
+    pub fresh_until: SystemTime,
+    pub age: std::time::Duration,
+}
+
+/// Adds the cache's headers to a response about to go to the client (pingora's paths).
+pub fn decorate(resp: &mut ResponseHeader, session: &Session, ctx: &Ctx, status: CacheStatus) {
+    let clock = session.cache.maybe_cache_meta().map(|m| EntryClock {
+        fresh_until: m.fresh_until(),
+        age: m.age(),
+    });
     let stored =
         matches!(status, CacheStatus::Miss | CacheStatus::Expired) && session.cache.enabled();
+    decorate_with(resp, session, ctx, status, clock, stored);
+}
+
+/// Adds the cache's headers given the facts about the entry (`stored`: a fill in progress).
+pub fn decorate_with(
+    resp: &mut ResponseHeader,
+    session: &Session,
+    ctx: &Ctx,
+    status: CacheStatus,
+    clock: Option<EntryClock>,
+    stored: bool,
+) {
+    resp.remove_header(&REASON);
+    let now = SystemTime::now();
+    let _ = resp.insert_header(
+        X_CACHE_STATUS.clone(),
+        HeaderValue::from_static(status.as_str()),
+    );
+
+    let ttl_left = clock
+        .filter(|_| status != CacheStatus::Bypass)
+        .map(|c| signed_secs_until(c.fresh_until, now));
     // Why it went wrong if it did, else which tier answered.
-    let tier = meta
-        .filter(|_| status.from_cache())
-        .and_then(|m| m.extensions().get::<ServedFrom>())
-        .map(|s| s.0);
+    let tier = ctx.tier.filter(|_| status.from_cache());
     let detail = ctx
         .stale_reason
         .as_deref()
         .or(ctx.upstream_failure.as_deref())
         .or(tier);
     let field = outer::cache_status_field(status, ttl_left, ctx.upstream_status, stored, detail);
-    let _ = resp.insert_header("cache-status", field);
+    if let Some(v) = text_value(field) {
+        let _ = resp.insert_header(CACHE_STATUS.clone(), v);
+    }
 
     if let Some(route) = ctx.route() {
         if route.mode == Mode::Forced {
             let cacheable = route.is_cached()
                 && route.cacheable_statuses.contains(&resp.status.as_u16())
                 && status != CacheStatus::Bypass;
-            let value = match meta {
-                Some(m) if cacheable => {
-                    let fresh_left = m.fresh_until().duration_since(now).unwrap_or_default();
-                    outer::cache_control(route, fresh_left, m.age())
+            let value = match clock {
+                Some(c) if cacheable => {
+                    let fresh_left = c.fresh_until.duration_since(now).unwrap_or_default();
+                    text_value(outer::cache_control(route, fresh_left, c.age))
                 }
-                _ => "no-store".to_string(),
+                _ => Some(HeaderValue::from_static("no-store")),
             };
-            let _ = resp.insert_header(http::header::CACHE_CONTROL, value);
+            if let Some(v) = value {
+                let _ = resp.insert_header(http::header::CACHE_CONTROL, v);
+            }
         }
     }
     if status == CacheStatus::Stale {
         let why = ctx.stale_reason.as_deref().unwrap_or("upstream error");
-        let _ = resp.insert_header(
-            http::header::WARNING,
-            format!("111 rentcache \"Revalidation Failed: {why}\""),
-        );
+        if let Some(v) = text_value(format!("111 rentcache \"Revalidation Failed: {why}\"")) {
+            let _ = resp.insert_header(http::header::WARNING, v);
+        }
     }
     add_cors(resp, session, ctx);
 }
 
+/// CORS headers for an allowed `Origin` (on every response, errors included, so that
+/// scripts can read them).
+pub fn add_cors(resp: &mut ResponseHeader, session: &Session, ctx: &Ctx) {
+    if ctx.config.cors.allowed_origins.is_empty() && !ctx.config.cors.any_origin {
+        return;
+    }
+    let origin = session
+        .req_header()
+        .headers
+        .get(http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    if let Some(allowed) = cors::allow_origin(&ctx.config.cors, origin) {
+        let star = allowed == "*";
+        let _ = resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+        let _ = resp.insert_header(
+            http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            cors::EXPOSE_HEADERS,
+        );
+        if !star {
+            let _ = resp.append_header(http::header::VARY, "Origin");
+        }
+    }
+}
+
+/// The request counters of one config: one per route (and one for unrouted requests) and
+/// cache status, resolved once instead of by label lookup on every request.
+pub struct Counters {
+    config: usize,
+    /// `[route][status]`; the last row is for requests that matched no route.
+    requests: Vec<[IntCounter; 7]>,
+    memory_hits: IntCounter,
+    redis_hits: IntCounter,
+}
+
+impl Counters {
+    fn new(metrics: &Metrics, config: &Arc<Config>) -> Counters {
+        let row = |route: &str| {
+            STATUSES.map(|s| metrics.requests.with_label_values(&[route, s.as_str()]))
+        };
+        let mut requests: Vec<[IntCounter; 7]> =
+            config.routes.iter().map(|r| row(&r.name)).collect();
+        requests.push(row("-"));
+        Counters {
+            config: Arc::as_ptr(config) as usize,
+            requests,
+            memory_hits: metrics.tier_hits.with_label_values(&["memory"]),
+            redis_hits: metrics.tier_hits.with_label_values(&["redis"]),
+        }
+    }
+}
+
 /// Counts one finished request.
-pub fn record(metrics: &Metrics, session: &Session, ctx: &Ctx, status: CacheStatus) {
+pub fn record(
+    metrics: &Metrics,
+    cache: &ArcSwapOption<Counters>,
+    session: &Session,
+    ctx: &Ctx,
+    status: CacheStatus,
+) {
     if session
         .req_header()
         .headers
@@ -121,18 +236,25 @@ pub fn record(metrics: &Metrics, session: &Session, ctx: &Ctx, status: CacheStat
             .inc();
         return;
     }
-    let route = ctx.route().map_or("-", |r| r.name.as_str());
-    metrics
-        .requests
-        .with_label_values(&[route, status.as_str()])
-        .inc();
+    let generation = Arc::as_ptr(&ctx.config) as usize;
+    let counters = match cache.load_full() {
+        Some(c) if c.config == generation => c,
+        _ => {
+            let c = Arc::new(Counters::new(metrics, &ctx.config));
+            cache.store(Some(c.clone()));
+            c
+        }
+    };
+    let row = ctx
+        .canonical
+        .as_ref()
+        .map_or(counters.requests.len() - 1, |c| c.route);
+    counters.requests[row][status_index(status)].inc();
     if status.from_cache() {
-        if let Some(tier) = session
-            .cache
-            .maybe_cache_meta()
-            .and_then(|m| m.extensions().get::<ServedFrom>())
-        {
-            metrics.tier_hits.with_label_values(&[tier.0]).inc();
+        match ctx.tier {
+            Some("memory") => counters.memory_hits.inc(),
+            Some("redis") => counters.redis_hits.inc(),
+            _ => {}
         }
     }
     match status {
@@ -145,26 +267,5 @@ pub fn record(metrics: &Metrics, session: &Session, ctx: &Ctx, status: CacheStat
     }
     if session.cache.lock_duration().is_some() {
         metrics.coalesced.inc();
-    }
-}
-
-/// CORS headers for an allowed `Origin` (on every response, errors included, so that
-/// scripts can read them).
-pub fn add_cors(resp: &mut ResponseHeader, session: &Session, ctx: &Ctx) {
-    let origin = session
-        .req_header()
-        .headers
-        .get(http::header::ORIGIN)
-        .and_then(|v| v.to_str().ok());
-    if let Some(allowed) = cors::allow_origin(&ctx.config.cors, origin) {
-        let star = allowed == "*";
-        let _ = resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
-        let _ = resp.insert_header(
-            http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            cors::EXPOSE_HEADERS,
-        );
-        if !star {
-            let _ = resp.append_header(http::header::VARY, "Origin");
-        }
     }
 }

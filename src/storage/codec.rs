@@ -76,7 +76,7 @@ pub fn decode(value: Bytes, hash: pingora::cache::key::HashBinary) -> Result<Ent
     let meta = CacheMeta::deserialize(&value[parts[1].clone()], &value[parts[2].clone()])
         .map_err(|e| DecodeError::BadMeta(e.to_string()))?;
     let times = EntryTimes::of(&meta);
-    let header = meta.response_header().clone();
+    let header = crate::policy::validators::without_case(meta.response_header());
     let body = if body_len == 0 {
         Vec::new()
     } else {

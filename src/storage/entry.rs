@@ -43,6 +43,17 @@ impl EntryTimes {
     }
 }
 
+/// What an allocation of `n` bytes really takes: jemalloc rounds sizes up to one of four
+/// classes per power of two (up to 25% more), and a memory budget should count that.
+pub fn footprint(n: usize) -> usize {
+    if n <= 128 {
+        return (n + 15) & !15;
+    }
+    let group = usize::BITS - 1 - (n - 1).leading_zeros();
+    let step = 1usize << (group - 2);
+    (n + step - 1) & !(step - 1)
+}
+
 #[derive(Debug)]
 pub struct Entry {
     /// The canonical key, kept to tell apart keys whose hashes collide in a tier and to
@@ -104,15 +115,16 @@ impl Entry {
         }
     }
 
-    /// Approximate memory held: body plus header text plus bookkeeping.
+    /// Memory held: the body as the allocator rounds it, header text, and bookkeeping.
     pub fn size(&self) -> usize {
         let headers: usize = self
             .header
             .headers
             .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .map(|(k, v)| k.as_str().len() + v.len() + 48)
             .sum();
-        self.body_len + headers + self.key.len() + 256
+        let body: usize = self.body.iter().map(|b| footprint(b.len())).sum();
+        body + headers + self.key.len() + 256
     }
 
     /// Until when the entry is worth keeping: its serve-stale windows, and, when the origin
@@ -133,5 +145,18 @@ impl Entry {
 
     pub fn age(&self, now: SystemTime) -> Duration {
         now.duration_since(self.times.updated).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod footprint_tests {
+    #[test]
+    fn rounds_to_size_classes() {
+        use super::footprint;
+        assert_eq!(footprint(100), 112);
+        assert_eq!(footprint(16384), 16384);
+        assert_eq!(footprint(16385), 20480);
+        assert_eq!(footprint(20000), 20480);
+        assert_eq!(footprint(300_000), 327_680);
     }
 }

@@ -89,6 +89,11 @@ impl MemoryTier {
         Some(slot.entry).filter(|e| e.hash == *hash)
     }
 
+    /// Whether an entry of `size` bytes can be kept here.
+    pub fn admits(&self, size: usize) -> bool {
+        size as u64 <= self.max_object_bytes
+    }
+
     /// Sizes now (the trait's `stats` without a trait object).
     pub fn stats_now(&self) -> TierStats {
         TierStats {

@@ -22,10 +22,10 @@ use super::{Entry, EntryTimes, MemoryTier, RedisTier, TagIndex, Tier};
 use crate::config::Config;
 use crate::policy::{tags, validators};
 
-/// Which tier answered a lookup; put in the returned meta's extensions for metrics and
-/// headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServedFrom(pub &'static str);
+/// Which tier answered the lookup that produced `hit` (for headers and metrics).
+pub fn served_from(hit: &HitHandler) -> Option<&'static str> {
+    hit.as_any().downcast_ref::<EntryHit>().map(|h| h.tier)
+}
 
 /// Marks a response that is a copy of an entry another instance already put in the shared
 /// tier (set by the proxy in the meta's extensions): it is stored in memory only.
@@ -263,9 +263,8 @@ impl Storage for TieredStorage {
                     if i > 0 {
                         self.put_all(entry.clone(), &self.tiers[..i]).await;
                     }
-                    let mut meta = entry.meta();
-                    meta.extensions_mut().insert(ServedFrom(tier.name()));
-                    return Ok(Some((meta, Box::new(EntryHit::new(entry)))));
+                    let meta = entry.meta();
+                    return Ok(Some((meta, Box::new(EntryHit::new(entry, tier.name())))));
                 }
                 Ok(Some(_dead)) => {
                     // Past every serve-stale window: worthless, free the space now.
@@ -387,6 +386,20 @@ impl HandleMiss for Fill {
             _ => None,
         };
         validators::complete_stored_header(&mut header, &body);
+        let len: usize = body.iter().map(Bytes::len).sum();
+        // What memory keeps, it keeps in one exact-size buffer: the chunks as read from the
+        // upstream may hold on to larger read buffers, and a hit then needs one write.
+        let body = if body.len() > 1 && storage.memory.admits(len) {
+            let mut one = Vec::with_capacity(len);
+            for chunk in &body {
+                one.extend_from_slice(chunk);
+            }
+            vec![Bytes::from(one)]
+        } else if body.len() == 1 && storage.memory.admits(len) {
+            vec![Bytes::copy_from_slice(&body[0])]
+        } else {
+            body
+        };
         let entry = Arc::new(Entry::new(key, hash, times, header, body));
         let size = entry.size();
         let tiers = if shared_copy {
@@ -422,6 +435,7 @@ impl HandleMiss for Fill {
 /// Serves one entry's body, optionally a byte range of it.
 struct EntryHit {
     entry: Arc<Entry>,
+    tier: &'static str,
     /// Next chunk to send.
     chunk: usize,
     /// Byte offset where `chunk` starts.
@@ -431,10 +445,11 @@ struct EntryHit {
 }
 
 impl EntryHit {
-    fn new(entry: Arc<Entry>) -> EntryHit {
+    fn new(entry: Arc<Entry>, tier: &'static str) -> EntryHit {
         let len = entry.body_len;
         EntryHit {
             entry,
+            tier,
             chunk: 0,
             offset: 0,
             range: (0, len),

@@ -1,0 +1,515 @@
+#!/usr/bin/env python3
+"""rentcache beside nginx proxy_cache and Varnish, measured in the same run.
+
+    python3 bench/compare.py                # full run (about 15 minutes on 2 cores)
+    python3 bench/compare.py --quick        # one round, short runs (a smoke test)
+
+Builds rentcache (release), installs nginx-light, varnish and wrk from Debian when missing,
+and starts rentcache's simulator as the origin with a fixed latency (150 ms). Every server
+gets the same policy (forced 5 s TTL, stale-while-revalidate, coalescing, keep-alive to the
+origin; reference configs in bench/peers/), one worker, and core 0; the load generator and
+the origin get core 1. Each measurement is repeated (--rounds, default 3); ratios are taken
+within a round, then medians are reported.
+
+Writes bench/results.json, bench/results.md (the README table) and bench/results.png.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from datetime import datetime, timezone
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+BIN = os.path.join(ROOT, "target", "release", "rentcache")
+TTL = 5
+ORIGIN_LATENCY_MS = 150
+SMALL = "/propertyadvertising.php?noimage=1&propref=2"              # ~2 KB JSON
+LARGE = "/propertyadvertising.php?limit=20&noimage=1&rob=rent"      # ~40 KB JSON
+SERVERS = ["rentcache", "nginx", "varnish"]
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+
+
+# ---------------------------------------------------------------- processes and tools
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_tools():
+    missing = [pkg for binary, pkg in (("nginx", "nginx-light"), ("varnishd", "varnish"), ("wrk", "wrk"))
+               if shutil.which(binary) is None]
+    if missing:
+        print(f"installing {' '.join(missing)} from Debian")
+        sh(["apt-get", "update", "-qq"])
+        sh(["apt-get", "install", "-y", "-qq"] + missing, stdout=subprocess.DEVNULL)
+    for binary in ("redis-server", "taskset"):
+        if shutil.which(binary) is None:
+            sys.exit(f"{binary} is needed (Debian: redis-server, util-linux)")
+
+
+def build():
+    print("building rentcache (release)")
+    sh(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, limit=60):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited before listening on {port}: {proc.args}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+class Proc:
+    def __init__(self, cmd, cpu, port, env=None, log=None):
+        self.log = open(log or os.devnull, "w")
+        self.p = subprocess.Popen(["taskset", "-c", cpu] + cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                  env=dict(os.environ, **(env or {})), start_new_session=True)
+        self.port = port
+        wait_port(port, self.p)
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def stop(self):
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGINT)
+            try:
+                self.p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait()
+        self.log.close()
+
+
+def http_get(port, path, timeout=60):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request("GET", path)
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, dict((k.lower(), v) for k, v in r.getheaders()), body
+
+
+def sim_stats(sim_port):
+    return json.loads(http_get(sim_port, "/__sim/stats")[2])
+
+
+def sim_calls(sim_port, target=None):
+    s = sim_stats(sim_port)
+    return s["total"] if target is None else s["by_target"].get(target, 0)
+
+
+# ---------------------------------------------------------------- the three servers
+
+def rentcache_config(work, port, admin_port, origin, redis_url=None, memory="1GiB", max_object="8MiB"):
+    redis = f'redis:\n  url: "{redis_url}"\n  max_object_bytes: 64MiB\n' if redis_url else ""
+    text = f"""
+server: {{listen: ["127.0.0.1:{port}"], threads: 1, compression_level: 0}}
+admin: {{listen: "127.0.0.1:{admin_port}"}}
+upstream: {{base_url: "http://{origin}", max_concurrent: 0}}
+memory: {{max_bytes: {memory}, max_object_bytes: {max_object}}}
+refresh_ahead: {{hot_threshold: 0}}
+warm: {{on_start: false}}
+{redis}routes:
+  - name: api
+    match: {{path: /propertyadvertising.php}}
+    ttl: {TTL}s
+    stale_while_revalidate: 10m
+    stale_if_error: 10m
+    include_params: [rob, featured, noimage, onlyarea, propref, limit, page]
+    body: json_array
+  - name: media
+    match: {{path: /propertymedia.php}}
+    ttl: {TTL}s
+    stale_while_revalidate: 10m
+    stale_if_error: 10m
+    include_params: [propref, filename]
+"""
+    path = os.path.join(work, f"rentcache-{port}.yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def start_server(name, work, origin, **kw):
+    port = free_port()
+    log = os.path.join(work, f"{name}-{port}.log")
+    if name == "rentcache":
+        admin = free_port()
+        conf = rentcache_config(work, port, admin, origin, **kw)
+        proc = Proc([BIN, "serve", "-c", conf], SERVER_CPU, port,
+                    env={"RUST_LOG": "warn", "RENTCACHE_ADMIN_TOKEN": "bench"}, log=log)
+        proc.admin = admin
+        return proc
+    host, oport = origin.split(":")
+    if name == "nginx":
+        d = os.path.join(work, f"nginx-{port}")
+        for sub in ("", "tmp", "cache"):
+            os.makedirs(os.path.join(d, "nginx", sub), exist_ok=True)
+        text = open(os.path.join(BENCH, "peers", "nginx.conf.template")).read()
+        for k, v in {"{{WORK}}": d, "{{ORIGIN}}": origin, "{{TTL}}": f"{TTL}s",
+                     "{{NGINX_CACHE_PORT}}": str(port), "{{NGINX_STATIC_PORT}}": str(free_port()),
+                     "{{STATIC_ROOT}}": d}.items():
+            text = text.replace(k, v)
+        text = text.replace("worker_processes 1;", "worker_processes 1;\nuser root;")
+        conf = os.path.join(d, "nginx.conf")
+        open(conf, "w").write(text)
+        return Proc(["nginx", "-p", d + "/nginx/", "-c", conf], SERVER_CPU, port, log=log)
+    if name == "varnish":
+        d = os.path.join(work, f"varnish-{port}")
+        os.makedirs(d, exist_ok=True)
+        text = open(os.path.join(BENCH, "peers", "varnish.vcl.template")).read()
+        for k, v in {"{{ORIGIN_HOST}}": host, "{{ORIGIN_PORT}}": oport, "{{TTL}}": f"{TTL}s",
+                     "{{WORK}}": d}.items():
+            text = text.replace(k, v)
+        vcl = os.path.join(d, "varnish.vcl")
+        open(vcl, "w").write(text)
+        return Proc(["varnishd", "-F", "-j", "none", "-n", os.path.join(d, "n"), "-a", f"127.0.0.1:{port}",
+                     "-f", vcl, "-s", "malloc,1g", "-p", "thread_pools=1"], SERVER_CPU, port, log=log)
+    raise ValueError(name)
+
+
+# ---------------------------------------------------------------- measurements
+
+def wrk(port, path, duration, conns=50, script="wrk_report.lua", extra=()):
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "10s",
+         "-s", os.path.join(BENCH, script), f"http://127.0.0.1:{port}{path}"] + (["--"] + list(extra) if extra else []),
+        check=True, capture_output=True, text=True).stdout
+    line = [l for l in out.splitlines() if l.startswith("{")][-1]
+    r = json.loads(line)
+    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    for k in ("p50", "p99", "p999", "max"):
+        r[k] = r[k] / 1000.0  # ms
+    return r
+
+
+def burst(port, path, n=200):
+    """n clients released together on one path; latencies in ms and statuses."""
+    barrier = threading.Barrier(n)
+    lat, codes = [0.0] * n, [0] * n
+
+    def one(i):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.connect()
+        barrier.wait()
+        t0 = time.perf_counter()
+        try:
+            c.request("GET", path)
+            r = c.getresponse()
+            r.read()
+            codes[i] = r.status
+        except OSError:
+            codes[i] = 0
+        lat[i] = (time.perf_counter() - t0) * 1000
+        c.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    s = sorted(lat)
+    return {"p50": s[n // 2], "p99": s[int(n * 0.99) - 1], "max": s[-1],
+            "ok": sum(1 for c in codes if c == 200)}
+
+
+def mix_paths(sim_port, work, count, seed=11):
+    """A Zipf-skewed request sequence over ~2,000 URLs shaped like Rentman's traffic."""
+    ds = json.loads(http_get(sim_port, "/__sim/dataset")[2])
+    props = ds["properties"]
+    urls = ["/propertyadvertising.php?featured=1&noimage=1", "/propertyadvertising.php?featured=1"]
+    for page in (1, 2):
+        urls.append(f"/propertyadvertising.php?rob=rent&limit=25&page={page}&noimage=1")
+        for beds in (1, 2, 3):
+            urls.append(f"/propertyadvertising.php?rob=rent&limit=25&page={page}&noimage=1&beds={beds}")
+    urls.append("/propertyadvertising.php?rob=sale&limit=25&page=1&noimage=1")
+    urls.append("/propertyadvertising.php?onlyarea=1")
+    ranked = sorted(props, key=lambda p: (not p.get("featured"), p["propref"]))
+    for p in ranked:
+        urls.append(f"/propertyadvertising.php?propref={p['propref']}&noimage=1")
+        urls.append(f"/propertyadvertising.php?propref={p['propref']}&noimage=1&utm_source=newsletter")
+    for p in ranked:
+        for m in p["media"]:
+            if m["imgorder"] < 9000:
+                urls.append("/propertymedia.php?filename=" + urllib.parse.quote(m["filename"]))
+    for p in ranked:
+        urls.append(f"/propertymedia.php?propref={p['propref']}")
+    rng = random.Random(seed)
+    weights = [1.0 / (rank + 1) for rank in range(len(urls))]
+    seq = rng.choices(urls, weights=weights, k=count)
+    path = os.path.join(work, "mix.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(seq) + "\n")
+    return path, len(urls)
+
+
+def vm_hwm_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def rss_under_budget(work, sim_bin_port):
+    """Fills a 256 MiB memory tier past the brim; reports the peak RSS."""
+    sim = Proc([BIN, "simulate", "--port", str(sim_bin_port), "--latency-ms", "0", "--properties", "500",
+                "--threads", "1"], LOAD_CPU, sim_bin_port, log=os.path.join(work, "sim-rss.log"))
+    try:
+        server = start_server("rentcache", work, f"127.0.0.1:{sim_bin_port}", memory="256MiB", max_object="8MiB")
+        try:
+            ds = json.loads(http_get(sim_bin_port, "/__sim/dataset")[2])
+            paths = ["/propertymedia.php?filename=" + urllib.parse.quote(m["filename"])
+                     for p in ds["properties"] for m in p["media"]]
+            paths += [f"/propertymedia.php?propref={p['propref']}" for p in ds["properties"]]
+            total = 0
+            lock = threading.Lock()
+
+            def worker(chunk):
+                nonlocal total
+                c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+                for path in chunk:
+                    c.request("GET", path)
+                    r = c.getresponse()
+                    n = len(r.read())
+                    with lock:
+                        total += n
+                c.close()
+
+            chunks = [paths[i::4] for i in range(4)]
+            ts = [threading.Thread(target=worker, args=(c,)) for c in chunks]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            c = http.client.HTTPConnection("127.0.0.1", server.admin, timeout=60)
+            c.request("GET", "/stats", headers={"Authorization": "Bearer bench"})
+            memory = json.loads(c.getresponse().read())["tiers"]["memory"]
+            return {"budget_mib": 256, "bytes_through_mib": total / 2**20,
+                    "memory_tier_mib": memory["bytes"] / 2**20,
+                    "peak_rss_mib": vm_hwm_kib(server.pid) / 1024}
+        finally:
+            server.stop()
+    finally:
+        sim.stop()
+
+
+# ---------------------------------------------------------------- the run
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    ap.add_argument("--quick", action="store_true", help="1 round of 3 s runs")
+    ap.add_argument("--no-build", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.duration = 1, 3
+    if os.cpu_count() < 2:
+        sys.exit("needs 2 cores: one for the servers, one for the load")
+    ensure_tools()
+    if not args.no_build:
+        build()
+    work = tempfile.mkdtemp(prefix="rentcache-bench-")
+    sim_port = free_port()
+    sim = Proc([BIN, "simulate", "--port", str(sim_port), "--latency-ms", str(ORIGIN_LATENCY_MS),
+                "--latency-sigma", "0", "--threads", "1"], LOAD_CPU, sim_port, log=os.path.join(work, "sim.log"))
+    origin = f"127.0.0.1:{sim_port}"
+    results = {"rounds": [], "machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+               "command": "python3 bench/compare.py" + (" --quick" if args.quick else "")}
+    try:
+        for rnd in range(args.rounds):
+            print(f"round {rnd + 1}/{args.rounds}")
+            r = {}
+            for name in SERVERS:
+                srv = start_server(name, work, origin)
+                try:
+                    for label, path in (("small", SMALL), ("large", LARGE)):
+                        http_get(srv.port, path)
+                        http_get(srv.port, path)
+                        # Keep entries fresh for the whole run: TTL is 5 s, SWR keeps serving.
+                        r[f"{name}.{label}"] = wrk(srv.port, path, args.duration)
+                        print(f"  {name:9} {label}: {r[f'{name}.{label}']['rps']:9.0f} req/s  "
+                              f"p99 {r[f'{name}.{label}']['p99']:.2f} ms")
+                    # 200 concurrent requests for one cold key, then for one stale key.
+                    cold = f"/propertyadvertising.php?noimage=1&propref={10 + rnd}"
+                    before = sim_calls(sim_port, cold)
+                    b = burst(srv.port, cold)
+                    b["upstream_calls"] = sim_calls(sim_port, cold) - before
+                    r[f"{name}.cold"] = b
+                    time.sleep(TTL + 1.5)
+                    before = sim_calls(sim_port, cold)
+                    b = burst(srv.port, cold)
+                    time.sleep(ORIGIN_LATENCY_MS / 1000 + 0.5)  # let the background refresh land
+                    b["upstream_calls"] = sim_calls(sim_port, cold) - before
+                    r[f"{name}.stale"] = b
+                    print(f"  {name:9} cold: {r[f'{name}.cold']['upstream_calls']} call(s), "
+                          f"p50 {r[f'{name}.cold']['p50']:.0f} ms; stale: {r[f'{name}.stale']['upstream_calls']} "
+                          f"call(s), p99 {r[f'{name}.stale']['p99']:.1f} ms")
+                finally:
+                    srv.stop()
+            # Redis-tier hits: memory holds nothing (objects over 1 KiB are not kept there).
+            redis_port = free_port()
+            redis = Proc(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no"], LOAD_CPU, redis_port, log=os.path.join(work, "redis.log"))
+            try:
+                srv = start_server("rentcache", work, origin, redis_url=f"redis://127.0.0.1:{redis_port}",
+                                   memory="1MiB", max_object="1KiB")
+                try:
+                    time.sleep(1)
+                    http_get(srv.port, SMALL)
+                    r["rentcache.redis"] = wrk(srv.port, SMALL, args.duration)
+                    print(f"  rentcache redis-tier small: {r['rentcache.redis']['rps']:.0f} req/s  "
+                          f"p99 {r['rentcache.redis']['p99']:.2f} ms")
+                finally:
+                    srv.stop()
+            finally:
+                redis.stop()
+            results["rounds"].append(r)
+
+        # The traffic mix (once: it is about counts, not speed), each server from cold.
+        mix_file, distinct = mix_paths(sim_port, work, 40000)
+        results["mix"] = {"distinct_urls": distinct}
+        for name in SERVERS:
+            srv = start_server(name, work, origin)
+            try:
+                before = sim_calls(sim_port)
+                w = wrk(srv.port, "/", max(args.duration * 2, 6), script="wrk_mix.lua", extra=[mix_file])
+                calls = sim_calls(sim_port) - before
+                results["mix"][name] = {"requests": w["requests"], "upstream_calls": calls,
+                                        "per_1000": 1000 * calls / max(w["requests"], 1),
+                                        "hit_ratio": 1 - calls / max(w["requests"], 1), "rps": w["rps"]}
+                print(f"  mix {name:9}: {w['requests']} requests, {calls} upstream calls "
+                      f"({results['mix'][name]['per_1000']:.2f} per 1,000)")
+            finally:
+                srv.stop()
+        results["rss"] = rss_under_budget(work, free_port())
+        print(f"  peak RSS under a 256 MiB budget: {results['rss']['peak_rss_mib']:.0f} MiB")
+    finally:
+        sim.stop()
+    summarize(results)
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+def summarize(results):
+    rounds = results["rounds"]
+    agg = {}
+    for key in rounds[0]:
+        for metric in rounds[0][key]:
+            vals = [r[key][metric] for r in rounds if key in r]
+            agg.setdefault(key, {})[metric] = median(vals)
+    ratios = {}
+    for label in ("small", "large"):
+        for peer in ("nginx", "varnish"):
+            ratios[f"{label}.vs_{peer}"] = median(
+                [r[f"rentcache.{label}"]["rps"] / r[f"{peer}.{label}"]["rps"] for r in rounds])
+    results["median"], results["ratios"] = agg, ratios
+    with open(os.path.join(BENCH, "results.json"), "w") as f:
+        json.dump(results, f, indent=2, default=str)
+
+    lines = [f"Measured {results['date']} on {results['machine']} with `{results['command']}`: "
+             f"{len(rounds)} round(s), medians; each server pinned to core 0 with one worker, wrk "
+             f"(1 thread, 50 keep-alive connections) and the origin (simulator, {ORIGIN_LATENCY_MS} ms) on core 1.",
+             "",
+             "| measurement | rentcache | nginx | Varnish | rentcache / nginx | rentcache / Varnish |",
+             "|---|---|---|---|---|---|"]
+    for label, size in (("small", "~2 KB"), ("large", "~40 KB")):
+        row = [agg[f"{s}.{label}"] for s in SERVERS]
+        lines.append(f"| memory hit {size}: req/s | " + " | ".join(f"{x['rps']:,.0f}" for x in row)
+                     + f" | {ratios[label + '.vs_nginx']:.2f}x | {ratios[label + '.vs_varnish']:.2f}x |")
+        lines.append(f"| memory hit {size}: p50 / p99 / p99.9 ms | "
+                     + " | ".join(f"{x['p50']:.2f} / {x['p99']:.2f} / {x['p999']:.2f}" for x in row) + " | | |")
+    rd = agg["rentcache.redis"]
+    lines.append(f"| Redis-tier hit ~2 KB (memory off): req/s, p99 ms | {rd['rps']:,.0f}, {rd['p99']:.2f} | | | | |")
+    for kind, title in (("cold", "200 concurrent, one cold key"), ("stale", "200 concurrent, one stale key")):
+        row = [agg[f"{s}.{kind}"] for s in SERVERS]
+        lines.append(f"| {title}: upstream calls, p50 / p99 ms | "
+                     + " | ".join(f"{x['upstream_calls']:.0f}, {x['p50']:.0f} / {x['p99']:.0f}" for x in row) + " | | |")
+    mix = results["mix"]
+    lines.append(f"| traffic mix ({mix['distinct_urls']} URLs, Zipf): hit ratio, upstream calls per 1,000 | "
+                 + " | ".join(f"{mix[s]['hit_ratio']:.4f}, {mix[s]['per_1000']:.2f}" for s in SERVERS) + " | | |")
+    rss = results["rss"]
+    lines.append(f"| peak RSS, 256 MiB memory budget filled ({rss['bytes_through_mib']:.0f} MiB through, "
+                 f"{rss['memory_tier_mib']:.0f} MiB held) | {rss['peak_rss_mib']:.0f} MiB | | | | |")
+    md = "\n".join(lines) + "\n"
+    with open(os.path.join(BENCH, "results.md"), "w") as f:
+        f.write(md)
+    print()
+    print(md)
+    plot(agg)
+
+
+def plot(agg):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing (pip install matplotlib): no plot")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    colors = {"rentcache": "#2a7", "nginx": "#36c", "varnish": "#c63"}
+    for ax, metric, title in ((axes[0], "rps", "memory hits: requests/s"),
+                              (axes[1], "p99", "memory hits: p99 latency (ms)")):
+        x = 0
+        ticks, labels = [], []
+        for label in ("small", "large"):
+            for s in SERVERS:
+                ax.bar(x, agg[f"{s}.{label}"][metric], color=colors[s], label=s if label == "small" else None)
+                x += 1
+            ticks.append(x - 2)
+            labels.append({"small": "~2 KB", "large": "~40 KB"}[label])
+            x += 1
+        ax.set_xticks(ticks, labels)
+        ax.set_title(title)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(BENCH, "results.png"), dpi=110)
+
+
+if __name__ == "__main__":
+    main()
