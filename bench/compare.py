@@ -57,6 +57,11 @@ def ensure_tools():
         print(f"installing {' '.join(missing)} from Debian")
         sh(["apt-get", "update", "-qq"])
         sh(["apt-get", "install", "-y", "-qq"] + missing, stdout=subprocess.DEVNULL)
+    try:
+        import matplotlib  # noqa: F401  (the plot)
+    except ImportError:
+        print("installing matplotlib from PyPI (for bench/results.png)")
+        sh([sys.executable, "-m", "pip", "install", "--quiet", "matplotlib"])
     for binary in ("redis-server", "taskset"):
         if shutil.which(binary) is None:
             sys.exit(f"{binary} is needed (Debian: redis-server, util-linux)")
@@ -242,34 +247,75 @@ def burst(port, path, n=200):
             "ok": sum(1 for c in codes if c == 200)}
 
 
-def mix_paths(sim_port, work, count, seed=11):
-    """A Zipf-skewed request sequence over ~2,000 URLs shaped like Rentman's traffic."""
+def mix_urls(sim_port):
+    """~2,000 URLs shaped like Rentman's traffic (../shared/rentman/API.md), by share.
+
+    Websites add parameters the API ignores (`beds`, `minprice`, `utm_*`): they are part of
+    the URL for every server, and whether a cache sees through them is part of the result."""
     ds = json.loads(http_get(sim_port, "/__sim/dataset")[2])
-    props = ds["properties"]
-    urls = ["/propertyadvertising.php?featured=1&noimage=1", "/propertyadvertising.php?featured=1"]
-    for page in (1, 2):
-        urls.append(f"/propertyadvertising.php?rob=rent&limit=25&page={page}&noimage=1")
-        for beds in (1, 2, 3):
-            urls.append(f"/propertyadvertising.php?rob=rent&limit=25&page={page}&noimage=1&beds={beds}")
-    urls.append("/propertyadvertising.php?rob=sale&limit=25&page=1&noimage=1")
-    urls.append("/propertyadvertising.php?onlyarea=1")
-    ranked = sorted(props, key=lambda p: (not p.get("featured"), p["propref"]))
-    for p in ranked:
-        urls.append(f"/propertyadvertising.php?propref={p['propref']}&noimage=1")
-        urls.append(f"/propertyadvertising.php?propref={p['propref']}&noimage=1&utm_source=newsletter")
-    for p in ranked:
-        for m in p["media"]:
-            if m["imgorder"] < 9000:
-                urls.append("/propertymedia.php?filename=" + urllib.parse.quote(m["filename"]))
-    for p in ranked:
-        urls.append(f"/propertymedia.php?propref={p['propref']}")
+    ranked = sorted(ds["properties"], key=lambda p: (not p.get("featured"), p["propref"]))
+    api, media = "/propertyadvertising.php", "/propertymedia.php"
+    utm = ["", "&utm_source=newsletter", "&utm_source=facebook", "&utm_campaign=spring"]
+    rent = [f"{api}?rob=rent&limit=25&page={page}{beds}{price}"
+            for page in (1, 2) for beds in ("", "&beds=1", "&beds=2", "&beds=3")
+            for price in ("", "&minprice=500", "&minprice=750", "&minprice=1000", "&minprice=1500")]
+    return [
+        (0.30, [f"{api}?featured=1&noimage=1", f"{api}?featured=1"]
+         + [f"{api}?featured=1&noimage=1{u}" for u in utm[1:]]),
+        (0.25, rent),
+        (0.10, [f"{api}?rob=sale&limit=25&page=1{u}" for u in utm]),
+        (0.15, [f"{api}?propref={p['propref']}&noimage=1{u}" for p in ranked for u in utm]),
+        (0.15, [f"{media}?filename=" + urllib.parse.quote(m["filename"])
+                for p in ranked for m in p["media"] if m["imgorder"] < 9000]),
+        (0.04, [f"{media}?propref={p['propref']}" for p in ranked]),
+        (0.01, [f"{api}?onlyarea=1"]),
+    ]
+
+
+def mix_sequence(sim_port, count, seed=11):
+    """A fixed request sequence: a category by its share, then a URL by Zipf rank within it."""
+    groups = mix_urls(sim_port)
     rng = random.Random(seed)
-    weights = [1.0 / (rank + 1) for rank in range(len(urls))]
-    seq = rng.choices(urls, weights=weights, k=count)
-    path = os.path.join(work, "mix.txt")
-    with open(path, "w") as f:
-        f.write("\n".join(seq) + "\n")
-    return path, len(urls)
+    weights = [[1.0 / (rank + 1) for rank in range(len(urls))] for _, urls in groups]
+    picks = rng.choices(range(len(groups)), weights=[share for share, _ in groups], k=count)
+    seq = [rng.choices(groups[g][1], weights=weights[g])[0] for g in picks]
+    return seq, sum(len(urls) for _, urls in groups)
+
+
+def replay(port, seq, conns=16):
+    """Sends every request of `seq` once, in order, over `conns` keep-alive connections."""
+    cursor = iter(range(len(seq)))
+    lock = threading.Lock()
+    failures = [0]
+
+    def client():
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with lock:
+                i = next(cursor, None)
+            if i is None:
+                break
+            try:
+                c.request("GET", seq[i])
+                r = c.getresponse()
+                r.read()
+                ok = r.status == 200
+            except (OSError, http.client.HTTPException):
+                c.close()
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                ok = False
+            if not ok:
+                with lock:
+                    failures[0] += 1
+        c.close()
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"requests": len(seq), "failures": failures[0], "seconds": time.perf_counter() - t0}
 
 
 def vm_hwm_kib(pid):
@@ -333,10 +379,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--quick", action="store_true", help="1 round of 3 s runs")
+    ap.add_argument("--mix-requests", type=int, default=40000, help="length of the traffic-mix sequence")
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.duration = 1, 3
+        args.mix_requests = min(args.mix_requests, 15000)
     if os.cpu_count() < 2:
         sys.exit("needs 2 cores: one for the servers, one for the load")
     ensure_tools()
@@ -345,7 +393,7 @@ def main():
     work = tempfile.mkdtemp(prefix="rentcache-bench-")
     sim_port = free_port()
     sim = Proc([BIN, "simulate", "--port", str(sim_port), "--latency-ms", str(ORIGIN_LATENCY_MS),
-                "--latency-sigma", "0", "--threads", "1"], LOAD_CPU, sim_port, log=os.path.join(work, "sim.log"))
+                "--latency-sigma", "0", "--threads", "1", "--properties", "200"], LOAD_CPU, sim_port, log=os.path.join(work, "sim.log"))
     origin = f"127.0.0.1:{sim_port}"
     results = {"rounds": [], "machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
                "command": "python3 bench/compare.py" + (" --quick" if args.quick else "")}
@@ -399,19 +447,21 @@ def main():
                 redis.stop()
             results["rounds"].append(r)
 
-        # The traffic mix (once: it is about counts, not speed), each server from cold.
-        mix_file, distinct = mix_paths(sim_port, work, 40000)
-        results["mix"] = {"distinct_urls": distinct}
+        # The traffic mix (once: it is about counts, not speed), each server from cold, the
+        # same fixed sequence for each.
+        seq, distinct = mix_sequence(sim_port, args.mix_requests)
+        results["mix"] = {"distinct_urls": distinct, "requests": len(seq)}
         for name in SERVERS:
             srv = start_server(name, work, origin)
             try:
                 before = sim_calls(sim_port)
-                w = wrk(srv.port, "/", max(args.duration * 2, 6), script="wrk_mix.lua", extra=[mix_file])
+                w = replay(srv.port, seq)
                 calls = sim_calls(sim_port) - before
-                results["mix"][name] = {"requests": w["requests"], "upstream_calls": calls,
-                                        "per_1000": 1000 * calls / max(w["requests"], 1),
-                                        "hit_ratio": 1 - calls / max(w["requests"], 1), "rps": w["rps"]}
-                print(f"  mix {name:9}: {w['requests']} requests, {calls} upstream calls "
+                results["mix"][name] = {"requests": w["requests"], "failures": w["failures"],
+                                        "upstream_calls": calls, "per_1000": 1000 * calls / w["requests"],
+                                        "hit_ratio": 1 - calls / w["requests"], "seconds": w["seconds"]}
+                print(f"  mix {name:9}: {w['requests']} requests ({w['failures']} failed) in "
+                      f"{w['seconds']:.1f} s, {calls} upstream calls "
                       f"({results['mix'][name]['per_1000']:.2f} per 1,000)")
             finally:
                 srv.stop()
@@ -470,7 +520,8 @@ def summarize(results):
         lines.append(f"| {title}: upstream calls, p50 / p99 ms | "
                      + " | ".join(f"{x['upstream_calls']:.0f}, {x['p50']:.0f} / {x['p99']:.0f}" for x in row) + " | | |")
     mix = results["mix"]
-    lines.append(f"| traffic mix ({mix['distinct_urls']} URLs, Zipf): hit ratio, upstream calls per 1,000 | "
+    lines.append(f"| traffic mix ({mix['requests']:,} requests over {mix['distinct_urls']:,} URLs, Zipf): "
+                 "hit ratio, upstream calls per 1,000 | "
                  + " | ".join(f"{mix[s]['hit_ratio']:.4f}, {mix[s]['per_1000']:.2f}" for s in SERVERS) + " | | |")
     rss = results["rss"]
     lines.append(f"| peak RSS, 256 MiB memory budget filled ({rss['bytes_through_mib']:.0f} MiB through, "
