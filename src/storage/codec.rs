@@ -1,19 +1,109 @@
-//! One Redis value per entry: pingora's serialised `CacheMeta` and the body, length-prefixed,
-//! so a truncated or foreign value is recognised and read as a miss, never as content.
+//! One Redis value per entry: key, times, response header and body, length-prefixed, so a
+//! truncated or foreign value is recognised and read as a miss, never as content.
 //!
 //! ```text
-//! "RCE1" | u32 key len | key | u32 internal len | internal | u32 header len | header
+//! "RCE2" | u32 key len | key | u32 times len | times | u32 header len | header
 //!        | u64 body len | body            (all integers big-endian)
+//! times:  u64 fresh_until | u64 created | u64 updated (µs since the epoch) | u32 swr | u32 sie
+//! header: u16 status, then per field: u16 name len | name | u32 value len | value
 //! ```
+//! The header is stored as plain fields rather than pingora's compressed `CacheMeta` form:
+//! every Redis hit decodes it, and decompressing it cost more than the bytes it saved.
 //! The body is written last, so it can be appended chunk by chunk without first being copied
 //! into one buffer.
 
-use bytes::{BufMut, Bytes};
-use pingora::cache::CacheMeta;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut, Bytes};
+use pingora::http::ResponseHeader;
 
 use super::{Entry, EntryTimes};
 
-const MAGIC: &[u8; 4] = b"RCE1";
+const MAGIC: &[u8; 4] = b"RCE2";
+const TIMES_LEN: usize = 3 * 8 + 2 * 4;
+/// Room for the headers each response adds on the way out (see `validators::without_case`).
+const ADDED_HEADERS: usize = 8;
+
+fn micros(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64
+}
+
+fn from_micros(us: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(us)
+}
+
+fn encode_times(t: &EntryTimes, out: &mut Vec<u8>) {
+    out.put_u64(micros(t.fresh_until));
+    out.put_u64(micros(t.created));
+    out.put_u64(micros(t.updated));
+    out.put_u32(t.swr_sec);
+    out.put_u32(t.sie_sec);
+}
+
+fn decode_times(mut b: &[u8]) -> Result<EntryTimes, DecodeError> {
+    if b.len() != TIMES_LEN {
+        return Err(DecodeError::BadMeta(format!("times of {} bytes", b.len())));
+    }
+    Ok(EntryTimes {
+        fresh_until: from_micros(b.get_u64()),
+        created: from_micros(b.get_u64()),
+        updated: from_micros(b.get_u64()),
+        swr_sec: b.get_u32(),
+        sie_sec: b.get_u32(),
+    })
+}
+
+fn encode_header(h: &ResponseHeader) -> Vec<u8> {
+    let fields: usize = h
+        .headers
+        .iter()
+        .map(|(n, v)| 6 + n.as_str().len() + v.len())
+        .sum();
+    let mut out = Vec::with_capacity(2 + fields);
+    out.put_u16(h.status.as_u16());
+    for (name, value) in h.headers.iter() {
+        out.put_u16(name.as_str().len() as u16);
+        out.put_slice(name.as_str().as_bytes());
+        out.put_u32(value.len() as u32);
+        out.put_slice(value.as_bytes());
+    }
+    out
+}
+
+/// The next `n` bytes of a header field.
+fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
+    if b.len() < n {
+        return Err(DecodeError::BadMeta("header field cut short".into()));
+    }
+    let (head, rest) = b.split_at(n);
+    *b = rest;
+    Ok(head)
+}
+
+fn decode_header(mut b: &[u8]) -> Result<ResponseHeader, DecodeError> {
+    let bad = |what: &str| DecodeError::BadMeta(what.to_string());
+    if b.len() < 2 {
+        return Err(bad("no status"));
+    }
+    let status = b.get_u16();
+    let mut fields = Vec::new();
+    while !b.is_empty() {
+        let len = take(&mut b, 2)?.get_u16() as usize;
+        let name = take(&mut b, len)?;
+        let len = take(&mut b, 4)?.get_u32() as usize;
+        let value = take(&mut b, len)?;
+        let name = http::HeaderName::from_bytes(name).map_err(|_| bad("bad header name"))?;
+        let value = http::HeaderValue::from_bytes(value).map_err(|_| bad("bad header value"))?;
+        fields.push((name, value));
+    }
+    let mut h = ResponseHeader::build_no_case(status, Some(fields.len() + ADDED_HEADERS))
+        .map_err(|_| bad("bad status"))?;
+    for (name, value) in fields {
+        h.append_header(name, value)
+            .map_err(|_| bad("bad header field"))?;
+    }
+    Ok(h)
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum DecodeError {
@@ -33,16 +123,18 @@ impl std::fmt::Display for DecodeError {
 }
 
 /// Everything before the body (its length included): what goes into the first write.
-pub fn encode_head(entry: &Entry) -> Result<Vec<u8>, String> {
-    let (internal, header) = entry.meta().serialize().map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(4 + 12 + 8 + entry.key.len() + internal.len() + header.len());
+pub fn encode_head(entry: &Entry) -> Vec<u8> {
+    let mut times = Vec::with_capacity(TIMES_LEN);
+    encode_times(&entry.times, &mut times);
+    let header = encode_header(&entry.header);
+    let mut out = Vec::with_capacity(4 + 12 + 8 + entry.key.len() + TIMES_LEN + header.len());
     out.put_slice(MAGIC);
-    for part in [entry.key.as_bytes(), &internal, &header] {
+    for part in [entry.key.as_bytes(), &times, &header] {
         out.put_u32(part.len() as u32);
         out.put_slice(part);
     }
     out.put_u64(entry.body_len as u64);
-    Ok(out)
+    out
 }
 
 /// Decodes a whole value; `hash` is the entry's key hash (not stored: it is the Redis key).
@@ -73,10 +165,8 @@ pub fn decode(value: Bytes, hash: pingora::cache::key::HashBinary) -> Result<Ent
     let key = std::str::from_utf8(&value[parts[0].clone()])
         .map_err(|_| DecodeError::Foreign)?
         .to_string();
-    let meta = CacheMeta::deserialize(&value[parts[1].clone()], &value[parts[2].clone()])
-        .map_err(|e| DecodeError::BadMeta(e.to_string()))?;
-    let times = EntryTimes::of(&meta);
-    let header = crate::policy::validators::without_case(meta.response_header());
+    let times = decode_times(&value[parts[1].clone()])?;
+    let header = decode_header(&value[parts[2].clone()])?;
     let body = if body_len == 0 {
         Vec::new()
     } else {
@@ -113,7 +203,7 @@ mod tests {
     }
 
     fn value(e: &Entry) -> Bytes {
-        let mut v = encode_head(e).unwrap();
+        let mut v = encode_head(e);
         for c in &e.body {
             v.extend_from_slice(c);
         }
@@ -151,7 +241,7 @@ mod tests {
             decode(Bytes::from_static(b"hello world, not ours"), e.hash).unwrap_err(),
             DecodeError::Foreign
         );
-        let mut bad_meta = b"RCE1".to_vec();
+        let mut bad_meta = b"RCE2".to_vec();
         for part in [&b"k"[..], b"garbage", b"garbage"] {
             bad_meta.extend_from_slice(&(part.len() as u32).to_be_bytes());
             bad_meta.extend_from_slice(part);

@@ -8,6 +8,7 @@
 //! Keys: `{prefix}{<hash>}:e` holds the entry, `{prefix}{<hash>}:l` the fill lease. The braces
 //! are a cluster hash tag, so an entry, its lease and its temporary write key share a slot.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,7 +17,7 @@ use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::{info, warn};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use pingora::cache::key::HashBinary;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
@@ -77,9 +78,16 @@ pub enum Lease {
     Unavailable,
 }
 
+/// Connections opened on the runtime that uses them (`None` while one is being opened). A
+/// connection's I/O is driven by a task of the runtime that opened it: a request served
+/// through the keeper's connection wakes the keeper's thread twice per round trip, which on a
+/// busy core costs more than the round trip itself.
+type Locals = Arc<RwLock<HashMap<tokio::runtime::Id, Option<Arc<Conn>>>>>;
+
 pub struct RedisTier {
     cfg: Redis,
     conn: ArcSwapOption<Conn>,
+    locals: Locals,
     up: AtomicBool,
     /// Why Redis was last marked down (for logs and readiness).
     down_reason: Mutex<Option<String>>,
@@ -105,6 +113,7 @@ impl RedisTier {
         RedisTier {
             cfg,
             conn: ArcSwapOption::empty(),
+            locals: Locals::default(),
             up: AtomicBool::new(false),
             down_reason: Mutex::new(Some("not connected yet".into())),
             instance: format!("{:016x}", rand::random::<u64>()),
@@ -143,6 +152,9 @@ impl RedisTier {
 
     pub fn mark_up(&self) {
         if !self.up.swap(true, Ordering::AcqRel) {
+            // The keeper has just proven its own connection; per-runtime ones may still hold
+            // a socket from before the outage, so they are reopened.
+            self.locals.write().clear();
             self.counters.state_changes.fetch_add(1, Ordering::Relaxed);
             *self.down_reason.lock() = None;
             info!(
@@ -165,6 +177,39 @@ impl RedisTier {
 
     pub fn set_connection(&self, conn: Conn) {
         self.conn.store(Some(Arc::new(conn)));
+        // Reopened after an outage: per-runtime connections are reopened too.
+        self.locals.write().clear();
+    }
+
+    /// This runtime's own connection; the first call on a runtime starts opening it in the
+    /// background and the shared connection serves until it is ready.
+    fn local_conn(&self) -> Option<Arc<Conn>> {
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        let id = handle.id();
+        if let Some(slot) = self.locals.read().get(&id) {
+            return slot.clone();
+        }
+        {
+            let mut locals = self.locals.write();
+            if locals.contains_key(&id) {
+                return None;
+            }
+            locals.insert(id, None);
+        }
+        let locals = self.locals.clone();
+        let cfg = self.cfg.clone();
+        handle.spawn(async move {
+            match connect(&cfg).await {
+                Ok(conn) => {
+                    locals.write().insert(id, Some(Arc::new(conn)));
+                }
+                Err(_) => {
+                    // Tried again on a later call; the keeper reports the outage.
+                    locals.write().remove(&id);
+                }
+            }
+        });
+        None
     }
 
     pub fn has_connection(&self) -> bool {
@@ -180,7 +225,7 @@ impl RedisTier {
         if !self.is_up() {
             return Err(TierError("redis is down".into()));
         }
-        let Some(conn) = self.conn.load_full() else {
+        let Some(conn) = self.local_conn().or_else(|| self.conn.load_full()) else {
             return Err(TierError("redis is not connected".into()));
         };
         match tokio::time::timeout(self.cfg.op_timeout, f((*conn).clone())).await {
@@ -317,7 +362,7 @@ impl RedisTier {
     /// temporary key renamed into place at the end, so a large body is never copied into
     /// one buffer and readers never see half a value. The fill lease is released with it.
     async fn write(&self, entry: &Entry, ttl_ms: u64) -> Result<(), TierError> {
-        let head = codec::encode_head(entry).map_err(TierError)?;
+        let head = codec::encode_head(entry);
         let key = self.entry_key(&entry.hash);
         let lease = self.lease_key(&entry.hash);
         if entry.body_len <= WRITE_BATCH {
