@@ -171,16 +171,16 @@ fn demo(args: DemoArgs) -> i32 {
     server::add_cache_services(&mut server, config, None);
     let base = format!("http://127.0.0.1:{}", args.port);
     println!("rentcache demo: the Rentman simulator on 127.0.0.1:{} (median latency {} ms), the cache in front of it.", args.sim_port, args.latency_ms);
-    println!("Try (run each twice: MISS, then HIT):");
+    println!("Try (run each twice: MISS after the simulated latency, then HIT at once):");
     for path in [
-        "/propertyadvertising.php?featured=1&noimage=1",
-        "/propertyadvertising.php?rob=rent&limit=25&page=1",
-        "/propertyadvertising.php?propref=1&noimage=1",
-        "/propertyadvertising.php?onlyarea=1",
+        "/propertyadvertising.php?rob=sale&limit=10&noimage=1",
+        "/propertyadvertising.php?propref=1&noimage=1&utm_source=demo",
         "/propertymedia.php?propref=1",
     ] {
         println!("  curl -si '{base}{path}' | head -20");
     }
+    println!("Warmed at start-up (HIT the first time; conf `warm:`):");
+    println!("  curl -si '{base}/propertyadvertising.php?featured=1&noimage=1' | head -20");
     println!(
         "Simulator counters: curl -s http://127.0.0.1:{}/__sim/stats",
         args.sim_port

@@ -23,13 +23,19 @@ pub struct Metrics {
     pub stale_served: IntCounterVec,
     /// Background refreshes started, by kind (stale-while-revalidate, refresh-ahead, warm).
     pub background_refreshes: IntCounterVec,
-    pub redis_errors: IntGauge,
-    pub redis_up: IntGauge,
+    /// Registered on first use, so that an instance without Redis shows no Redis series.
+    redis: std::sync::OnceLock<RedisMetrics>,
     pub memory_bytes: IntGauge,
     pub memory_entries: IntGauge,
     pub budget_remaining: GaugeVec,
     pub config_reloads: IntCounterVec,
     pub purged_entries: IntCounter,
+}
+
+pub struct RedisMetrics {
+    pub up: IntGauge,
+    pub subscribed: IntGauge,
+    pub errors: IntCounter,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -140,16 +146,7 @@ impl Metrics {
                 "Background refreshes started, by kind.",
                 &["kind"],
             ),
-            redis_errors: gauge(
-                &r,
-                "rentcache_redis_errors",
-                "Failed Redis operations since start.",
-            ),
-            redis_up: gauge(
-                &r,
-                "rentcache_redis_up",
-                "1 when the shared Redis tier is in use, 0 when it is down (absent without Redis).",
-            ),
+            redis: std::sync::OnceLock::new(),
             memory_bytes: gauge(
                 &r,
                 "rentcache_memory_bytes",
@@ -170,6 +167,31 @@ impl Metrics {
             purged_entries,
             registry: r,
         }
+    }
+
+    pub fn redis(&self) -> &RedisMetrics {
+        self.redis.get_or_init(|| {
+            let r = &self.registry;
+            let errors = IntCounter::new(
+                "rentcache_redis_errors_total",
+                "Failed Redis operations (errors and timeouts).",
+            )
+            .expect("valid metric");
+            r.register(Box::new(errors.clone())).expect("unique metric");
+            RedisMetrics {
+                up: gauge(
+                    r,
+                    "rentcache_redis_up",
+                    "1 when the shared Redis tier is in use, 0 while it is down.",
+                ),
+                subscribed: gauge(
+                    r,
+                    "rentcache_redis_invalidations_subscribed",
+                    "1 while this instance receives other instances' invalidations.",
+                ),
+                errors,
+            }
+        })
     }
 
     /// The text exposition of every metric.

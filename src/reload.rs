@@ -41,6 +41,12 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.server.compression_level != new.server.compression_level {
         v.push("server.compression_level");
     }
+    if old.server.write_buffer != new.server.write_buffer {
+        v.push("server.write_buffer");
+    }
+    if old.server.grace_period != new.server.grace_period {
+        v.push("server.grace_period");
+    }
     if old.admin.listen != new.admin.listen || old.admin.token_env != new.admin.token_env {
         v.push("admin");
     }
@@ -50,9 +56,16 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         v.push("memory");
     }
     let redis = |c: &Config| {
-        c.redis
-            .as_ref()
-            .map(|r| (r.nodes.clone(), r.prefix.clone(), r.max_object_bytes))
+        c.redis.as_ref().map(|r| {
+            (
+                r.nodes.clone(),
+                r.prefix.clone(),
+                r.max_object_bytes,
+                r.connect_timeout,
+                r.op_timeout,
+                r.lease,
+            )
+        })
     };
     if redis(old) != redis(new) {
         v.push("redis");
@@ -62,6 +75,19 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.upstream.token_env != new.upstream.token_env {
         v.push("upstream.token_env");
+    }
+    // Each request uses the new timeouts at once, but the safety limits derived from them at
+    // start (how long a fill may hold the cache lock, how long the proxy waits on its own
+    // upstream gateway) do not grow with them.
+    let bounds = |c: &Config| {
+        (
+            c.upstream.connect_timeout,
+            c.upstream.read_timeout,
+            c.upstream.budget.queue_wait,
+        )
+    };
+    if bounds(old) != bounds(new) {
+        v.push("the safety limits derived from upstream.connect_timeout, read_timeout and budget.queue_wait");
     }
     v
 }

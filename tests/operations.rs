@@ -95,6 +95,10 @@ fn metrics_follow_a_known_sequence() {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }
     assert!(text.contains("# TYPE rentcache_upstream_request_duration_seconds histogram"));
+    assert!(
+        !text.contains("rentcache_redis_"),
+        "no Redis series without Redis:\n{text}"
+    );
 }
 
 #[test]
@@ -204,6 +208,10 @@ fn purging_a_property_purges_the_lists_containing_it_and_its_dependencies() {
     let detail = format!("/propertyadvertising.php?propref={n}&noimage=1");
     p.get(&detail);
     p.get(FEATURED);
+    let media = format!("/propertymedia.php?propref={n}");
+    let other_media = format!("/propertymedia.php?propref={}", proprefs(&p.get(page4))[0]);
+    assert_eq!(p.get(&media).status, 200);
+    p.get(&other_media);
     let r = p.admin_post("/purge", TOKEN, json!({"tag": format!("property:{n}")}));
     assert_eq!(r.status, 200, "{}", r.text());
     let considered = r.json()["considered"].to_string();
@@ -219,6 +227,12 @@ fn purging_a_property_purges_the_lists_containing_it_and_its_dependencies() {
         "purged by the dependency rule"
     );
     assert_eq!(status(&p.get(page4)), "HIT", "a list without it");
+    assert_eq!(status(&p.get(&media)), "MISS", "its media");
+    assert_eq!(
+        status(&p.get(&other_media)),
+        "HIT",
+        "another property's media"
+    );
 }
 
 #[test]
@@ -289,7 +303,7 @@ fn warming_fills_the_listed_keys_with_the_counted_calls() {
     let sim = Sim::start(&[]);
     let config = shipped_config().replace("on_start: false", "on_start: true");
     // Only the featured list (and its details), to count calls exactly.
-    let start = config.find("  lists:\n").unwrap();
+    let start = config.find("  lists:").unwrap();
     let end = config[start..].find("\nkey:").unwrap() + start;
     let config = format!(
         "{}  lists:\n    - name: featured\n      every: 1h\n      urls: [\"{FEATURED}\"]\n      follow: [details]\n{}",

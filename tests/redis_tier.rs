@@ -155,14 +155,18 @@ fn a_purge_on_one_instance_reaches_the_memory_of_another() {
     let b = proxy(&sim, &[redis.url()], false);
     wait_redis_up(&a);
     wait_redis_up(&b);
-    // Both must be listening for invalidations before the purge.
+    // Both must be listening for invalidations before the purge: readiness and metrics say
+    // so once they are.
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
     for p in [&a, &b] {
         eventually(Duration::from_secs(30), || {
-            p.proc
-                .logs()
-                .contains("listening for invalidations")
+            let metrics = get(&p.admin_url("/metrics"), &[("authorization", &bearer)]).text();
+            metrics
+                .contains("rentcache_redis_invalidations_subscribed 1")
                 .then_some(())
         });
+        assert!(p.proc.logs().contains("listening for invalidations"));
+        assert_eq!(redis_state(p), "up");
     }
     assert_eq!(status(&a.get(FEATURED)), "MISS");
     assert_eq!(status(&b.get(FEATURED)), "HIT");

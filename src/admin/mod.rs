@@ -137,7 +137,12 @@ impl Admin {
         let config = self.h.config.load();
         let redis = match self.h.storage.redis() {
             None => json!("not configured"),
-            Some(r) if r.is_up() => json!("up"),
+            Some(r) if r.is_up() && r.subscribed.load(std::sync::atomic::Ordering::Acquire) => {
+                json!("up")
+            }
+            // Up but deaf to other instances' purges until it resubscribes (memory entries
+            // from before the gap are dropped then).
+            Some(r) if r.is_up() => json!({"state": "up", "invalidations": "not subscribed"}),
             Some(r) => json!({"state": "down", "reason": r.down_reason()}),
         };
         // Redis being down is not a reason to take traffic away: requests are still served
@@ -157,9 +162,14 @@ impl Admin {
         m.memory_bytes.set(mem.bytes as i64);
         m.memory_entries.set(mem.entries as i64);
         if let Some(r) = h.storage.redis() {
-            m.redis_up.set(i64::from(r.is_up()));
-            m.redis_errors
-                .set(r.counters.errors.load(std::sync::atomic::Ordering::Relaxed) as i64);
+            use std::sync::atomic::Ordering::{Acquire, Relaxed};
+            let redis = m.redis();
+            redis.up.set(i64::from(r.is_up()));
+            redis.subscribed.set(i64::from(r.subscribed.load(Acquire)));
+            let errors = r.counters.errors.load(Relaxed);
+            redis
+                .errors
+                .inc_by(errors.saturating_sub(redis.errors.get()));
         }
         let budget = &h.config.load().upstream.budget;
         let (second, minute) = h.throttle.remaining(budget);

@@ -17,7 +17,7 @@ pub const MAX_MEMORY_OBJECT: u64 = (u16::MAX as u64) << 10;
 
 /// Builds the resolved config, recording problems; the result is only meaningful when no
 /// problem was recorded.
-pub fn build(f: &FileConfig, source: &str, routes_given: bool, p: &mut Problems) -> Config {
+pub fn build(f: &FileConfig, source: &str, routes_reported: bool, p: &mut Problems) -> Config {
     let root = KeyPath::root();
     Config {
         source: source.to_string(),
@@ -34,7 +34,7 @@ pub fn build(f: &FileConfig, source: &str, routes_given: bool, p: &mut Problems)
             hot_threshold: f.refresh_ahead.hot_threshold,
             lead: f.refresh_ahead.lead.0,
         },
-        routes: routes(f, &root.key("routes"), routes_given, p),
+        routes: routes(f, &root.key("routes"), routes_reported, p),
     }
 }
 
@@ -436,8 +436,8 @@ fn key_rules(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> KeyRules {
     }
 }
 
-fn routes(f: &FileConfig, path: &KeyPath, given: bool, p: &mut Problems) -> Vec<Route> {
-    if f.routes.is_empty() && !given {
+fn routes(f: &FileConfig, path: &KeyPath, reported: bool, p: &mut Problems) -> Vec<Route> {
+    if f.routes.is_empty() && !reported {
         p.push((
             path.clone(),
             "at least one route is needed (requests that match no route get 404)".into(),

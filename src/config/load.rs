@@ -94,7 +94,7 @@ pub fn parse_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
 
     let mut problems: Problems = Vec::new();
     let mut file = FileConfig::default();
-    let mut routes_given = false;
+    let mut routes_reported = false;
     let root = KeyPath::root();
     match value {
         Value::Null => {}
@@ -124,8 +124,10 @@ pub fn parse_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                     "cors" => set(&mut file.cors, section(&v, &path, &mut problems)),
                     "key" => set(&mut file.key, section(&v, &path, &mut problems)),
                     "routes" => {
-                        routes_given = true;
+                        let before = problems.len();
                         file.routes = routes(&v, &path, &mut problems);
+                        // Routes that failed to parse were reported already; an empty list was not.
+                        routes_reported = problems.len() > before;
                     }
                     other => problems.push((
                         path,
@@ -140,7 +142,7 @@ pub fn parse_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
         )),
     }
 
-    let config = build::build(&file, source, routes_given, &mut problems);
+    let config = build::build(&file, source, routes_reported, &mut problems);
     if problems.is_empty() {
         return Ok(config);
     }
@@ -310,5 +312,7 @@ routes:
             .unwrap_err()
             .to_string();
         assert!(e.contains("routes: at least one route"), "{e}");
+        let e = parse_str("routes: []\n", "m.yaml").unwrap_err().to_string();
+        assert!(e.contains("m.yaml:1:1: routes: at least one route"), "{e}");
     }
 }

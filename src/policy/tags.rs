@@ -48,6 +48,16 @@ pub fn body_tags(chunks: &[Bytes]) -> Vec<String> {
     tags
 }
 
+/// Whether a body is worth reading for `propref`s although its route does not promise JSON
+/// (media answers are JSON arrays unless a client asked for bare base64).
+pub fn looks_like_json_array(chunks: &[Bytes]) -> bool {
+    chunks
+        .iter()
+        .flat_map(|c| c.iter())
+        .find(|b| !b.is_ascii_whitespace())
+        == Some(&b'[')
+}
+
 /// `tags` plus every tag the dependency rules add, transitively, without repeats.
 pub fn expand(tags: &[String], rules: &[Dependency]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -80,6 +90,20 @@ mod tests {
             when: globset::Glob::new(when).unwrap().compile_matcher(),
             purge: purge.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn media_bodies_are_read_for_tags_bare_base64_is_not() {
+        let media = [
+            Bytes::from_static(b" \n"),
+            Bytes::from_static(b"[{\"propref\":\"42\"}]"),
+        ];
+        assert!(looks_like_json_array(&media));
+        assert_eq!(body_tags(&media), vec!["property:42".to_string()]);
+        assert!(!looks_like_json_array(&[Bytes::from_static(
+            b"/9j/4AAQSkZJRg=="
+        )]));
+        assert!(!looks_like_json_array(&[]));
     }
 
     #[test]

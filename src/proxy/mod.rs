@@ -474,7 +474,6 @@ impl ProxyHttp for RentCache {
             }
             meta.extensions_mut().insert(FillInfo {
                 route: route.name.clone(),
-                json_body: route.body == BodyCheck::JsonArray,
                 watch_changes: route.watch_changes,
                 config: ctx.config.clone(),
             });

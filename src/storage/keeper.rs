@@ -27,6 +27,8 @@ pub struct RedisKeeper {
     pub memory: Arc<MemoryTier>,
     pub index: Arc<TagIndex>,
     subscribed: Arc<AtomicBool>,
+    /// Whether the last subscription attempt failed (to log failures once, not per retry).
+    failing: AtomicBool,
 }
 
 impl RedisKeeper {
@@ -36,15 +38,12 @@ impl RedisKeeper {
         index: Arc<TagIndex>,
     ) -> RedisKeeper {
         RedisKeeper {
-            redis,
             memory,
             index,
-            subscribed: Arc::new(AtomicBool::new(false)),
+            subscribed: redis.subscribed.clone(),
+            failing: AtomicBool::new(false),
+            redis,
         }
-    }
-
-    pub fn subscribed(&self) -> Arc<AtomicBool> {
-        self.subscribed.clone()
     }
 
     async fn keep_connected(&self) {
@@ -144,8 +143,13 @@ impl BackgroundService for RedisKeeper {
         loop {
             self.keep_connected().await;
             if self.redis.is_up() && !self.subscribed.load(Ordering::Acquire) {
-                if let Err(e) = self.subscribe().await {
-                    warn!("cannot subscribe to invalidations yet: {e}");
+                match self.subscribe().await {
+                    Ok(()) => self.failing.store(false, Ordering::Relaxed),
+                    Err(e) => {
+                        if !self.failing.swap(true, Ordering::Relaxed) {
+                            warn!("cannot subscribe to invalidations yet ({e}); retrying");
+                        }
+                    }
                 }
             }
             let wait = if self.redis.is_up() {

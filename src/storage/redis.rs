@@ -94,6 +94,8 @@ pub struct RedisTier {
     /// A random id for this process, part of every lease value it takes.
     instance: String,
     pub counters: RedisCounters,
+    /// Whether this instance hears other instances' invalidations (set by the keeper).
+    pub subscribed: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -118,6 +120,7 @@ impl RedisTier {
             down_reason: Mutex::new(Some("not connected yet".into())),
             instance: format!("{:016x}", rand::random::<u64>()),
             counters: RedisCounters::default(),
+            subscribed: Arc::new(AtomicBool::new(false)),
         }
     }
 

@@ -37,8 +37,6 @@ pub struct SharedCopy;
 #[derive(Clone)]
 pub struct FillInfo {
     pub route: String,
-    /// The body is a JSON array whose `propref`s become `property:N` tags.
-    pub json_body: bool,
     pub watch_changes: bool,
     pub config: Arc<Config>,
 }
@@ -376,7 +374,8 @@ impl HandleMiss for Fill {
         let mut body_tags = Vec::new();
         if let Some(i) = &info {
             entry_tags.push(tags::route_tag(&i.route));
-            if i.json_body {
+            // JSON arrays (lists, details, media) name their properties: `property:N` tags.
+            if tags::looks_like_json_array(&body) {
                 body_tags = tags::body_tags(&body);
                 entry_tags.extend(body_tags.iter().cloned());
             }

@@ -54,7 +54,9 @@ pub async fn coordinate(redis: &Arc<RedisTier>, hash: &HashBinary, limit: Durati
             Lease::Acquired(v) => return Coordinated::Fetch(Some(guard(redis, *hash, v))),
             Lease::Unavailable => return Coordinated::Fetch(None),
             // Released between our two calls: a fill just finished or failed; try again.
-            Lease::HeldSince(0) => continue,
+            // Bounded like any wait: an unreadable lease value also reads as 0.
+            Lease::HeldSince(0) if Instant::now() < deadline => continue,
+            Lease::HeldSince(0) => return Coordinated::Fetch(None),
             Lease::HeldSince(ms) => ms,
         };
         let since = UNIX_EPOCH + Duration::from_millis(since_ms);
