@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use pingora::cache::key::HashBinary;
 use tinyufo::TinyUfo;
@@ -26,10 +27,21 @@ pub struct MemoryTier {
 }
 
 /// An entry and when this tier stored it.
+///
+/// TinyUFO frees a removed item only when its concurrent map reclaims memory, in batches
+/// (epoch-based): an evicted multi-megabyte body would stay allocated long after it left
+/// the budget. So the entry sits in a cell shared with the map's copy, and eviction empties
+/// the cell: the body is freed at once, and only this small slot waits for reclamation.
 #[derive(Clone)]
 struct Slot {
-    entry: Arc<Entry>,
+    entry: Arc<ArcSwapOption<Entry>>,
     stored: u64,
+}
+
+impl Slot {
+    fn entry(&self) -> Option<Arc<Entry>> {
+        self.entry.load_full()
+    }
 }
 
 /// Weight of one entry in KiB, at least 1.
@@ -70,10 +82,13 @@ impl MemoryTier {
         self.watermark.store(self.now(), Ordering::Release);
     }
 
-    fn forget(&self, entry: &Entry) {
-        self.entries.fetch_sub(1, Ordering::Relaxed);
-        self.bytes
-            .fetch_sub(weight_kib(entry) as u64 * 1024, Ordering::Relaxed);
+    /// Accounts for a slot that left the cache, and frees its entry.
+    fn forget(&self, slot: &Slot) {
+        if let Some(entry) = slot.entry.swap(None) {
+            self.entries.fetch_sub(1, Ordering::Relaxed);
+            self.bytes
+                .fetch_sub(weight_kib(&entry) as u64 * 1024, Ordering::Relaxed);
+        }
     }
 
     /// Synchronous lookup, for callers that are not async (stats, explain).
@@ -82,11 +97,11 @@ impl MemoryTier {
         let slot = self.cache.get(&key)?;
         if slot.stored < self.watermark.load(Ordering::Acquire) {
             if let Some(old) = self.cache.remove(&key) {
-                self.forget(&old.entry);
+                self.forget(&old);
             }
             return None;
         }
-        Some(slot.entry).filter(|e| e.hash == *hash)
+        slot.entry().filter(|e| e.hash == *hash)
     }
 
     /// Whether an entry of `size` bytes can be kept here.
@@ -106,7 +121,7 @@ impl MemoryTier {
     /// Drops `hash` without telling anyone (the caller is an invalidation message).
     pub fn drop_local(&self, hash: &HashBinary) {
         if let Some(old) = self.cache.remove(&short(hash)) {
-            self.forget(&old.entry);
+            self.forget(&old);
         }
     }
 }
@@ -130,18 +145,18 @@ impl Tier for MemoryTier {
         let key = short(&entry.hash);
         // Replacing in place would hide the old weight from our byte count: remove first.
         if let Some(old) = self.cache.remove(&key) {
-            self.forget(&old.entry);
+            self.forget(&old);
         }
         let weight = weight_kib(&entry);
         self.entries.fetch_add(1, Ordering::Relaxed);
         self.bytes
             .fetch_add(weight as u64 * 1024, Ordering::Relaxed);
         let slot = Slot {
-            entry,
+            entry: Arc::new(ArcSwapOption::new(Some(entry))),
             stored: self.now(),
         };
         for evicted in self.cache.put(key, slot, weight) {
-            self.forget(&evicted.data.entry);
+            self.forget(&evicted.data);
         }
         Ok(Admission::Stored)
     }
@@ -149,7 +164,7 @@ impl Tier for MemoryTier {
     async fn remove(&self, hash: &HashBinary) -> Result<bool, TierError> {
         match self.cache.remove(&short(hash)) {
             Some(old) => {
-                self.forget(&old.entry);
+                self.forget(&old);
                 Ok(true)
             }
             None => Ok(false),
@@ -225,6 +240,30 @@ mod tests {
         assert!(tier.remove(&got.hash).await.unwrap());
         assert_eq!(tier.stats().entries, 0);
         assert_eq!(tier.stats().bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn evicted_and_removed_bodies_are_freed_at_once() {
+        let tier = MemoryTier::new(64 * 1024, 64 * 1024);
+        let first = entry(0, 20_000);
+        let first_alive = Arc::downgrade(&first);
+        tier.put(first).await.unwrap();
+        let removed = entry(1, 100);
+        let removed_alive = Arc::downgrade(&removed);
+        tier.put(removed).await.unwrap();
+        assert!(tier.remove(&entry(1, 1).hash).await.unwrap());
+        assert!(
+            removed_alive.upgrade().is_none(),
+            "removed, yet still allocated"
+        );
+        for n in 2..50 {
+            tier.put(entry(n, 20_000)).await.unwrap();
+        }
+        assert!(tier.peek(&entry(0, 1).hash).is_none(), "evicted by now");
+        assert!(
+            first_alive.upgrade().is_none(),
+            "evicted, yet still allocated"
+        );
     }
 
     #[tokio::test]
