@@ -197,15 +197,7 @@ impl Admin {
     }
 
     fn start_warm(&self, body: &Value) -> Result<Value, ApiError> {
-        let urls: Vec<String> = body
-            .get("urls")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|u| u.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let urls = strings(body, "urls");
         if urls.is_empty() || urls.iter().any(|u| !u.starts_with('/')) {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -213,15 +205,7 @@ impl Admin {
                 "give urls: a non-empty list of paths starting with / (and optionally follow: [template names])",
             ));
         }
-        let follow: Vec<String> = body
-            .get("follow")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|u| u.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let follow = strings(body, "follow");
         let config = self.h.config.load();
         if let Some(unknown) = follow
             .iter()
@@ -374,4 +358,16 @@ impl ServeHttp for Admin {
     async fn response(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
         self.route(s).await
     }
+}
+
+/// The strings of a JSON list field (none when absent or not a list).
+fn strings(body: &Value, field: &str) -> Vec<String> {
+    body.get(field)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|u| u.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }

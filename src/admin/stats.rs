@@ -7,16 +7,6 @@ use serde_json::{json, Value};
 use super::Handles;
 use crate::policy::outer::CacheStatus;
 
-const STATUSES: [CacheStatus; 7] = [
-    CacheStatus::Hit,
-    CacheStatus::Miss,
-    CacheStatus::Stale,
-    CacheStatus::Updating,
-    CacheStatus::Revalidated,
-    CacheStatus::Bypass,
-    CacheStatus::Expired,
-];
-
 fn ratio(part: u64, whole: u64) -> Value {
     if whole == 0 {
         Value::Null
@@ -33,7 +23,7 @@ pub async fn stats(h: &Handles) -> Value {
     for name in config.routes.iter().map(|r| r.name.as_str()).chain(["-"]) {
         let mut by_status = serde_json::Map::new();
         let (mut n, mut hits) = (0u64, 0u64);
-        for s in STATUSES {
+        for s in CacheStatus::ALL {
             let count = m.requests.with_label_values(&[name, s.as_str()]).get();
             if count > 0 {
                 by_status.insert(s.as_str().to_string(), json!(count));

@@ -24,18 +24,8 @@ static X_CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache-status");
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 static REASON: HeaderName = HeaderName::from_static(REASON_HEADER);
 
-const STATUSES: [CacheStatus; 7] = [
-    CacheStatus::Hit,
-    CacheStatus::Miss,
-    CacheStatus::Stale,
-    CacheStatus::Updating,
-    CacheStatus::Revalidated,
-    CacheStatus::Bypass,
-    CacheStatus::Expired,
-];
-
 fn status_index(s: CacheStatus) -> usize {
-    STATUSES
+    CacheStatus::ALL
         .iter()
         .position(|x| *x == s)
         .expect("every status is listed")
@@ -190,7 +180,7 @@ pub struct Counters {
 impl Counters {
     fn new(metrics: &Metrics, config: &Arc<Config>) -> Counters {
         let row = |route: &str| {
-            STATUSES.map(|s| metrics.requests.with_label_values(&[route, s.as_str()]))
+            CacheStatus::ALL.map(|s| metrics.requests.with_label_values(&[route, s.as_str()]))
         };
         let mut requests: Vec<[IntCounter; 7]> =
             config.routes.iter().map(|r| row(&r.name)).collect();
