@@ -25,7 +25,9 @@ RUN apt-get update \
 COPY --from=build /src/target/release/rentcache /usr/local/bin/rentcache
 COPY conf/rentcache.yaml /etc/rentcache/rentcache.yaml
 USER rentcache
-# 8080: the public listener (server.listen).
-EXPOSE 8080
+# 8080: the public listener (server.listen). 9091: the admin API, reachable from outside the
+# container only with `admin.listen: "0.0.0.0:9091"` in the mounted config (default: loopback)
+# and RENTCACHE_ADMIN_TOKEN set.
+EXPOSE 8080 9091
 ENTRYPOINT ["/usr/local/bin/rentcache"]
 CMD ["serve", "-c", "/etc/rentcache/rentcache.yaml"]
