@@ -18,12 +18,14 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
+
+# Shared process helpers (this script's folder is on sys.path when run as bench/mix.py).
+from compare import free_port, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,25 +49,6 @@ def canonical(path_and_query):
         name, _, keep, ttl = next(r for r in ROUTES if r[1](params))
     kept = sorted((k, v) for k, v in params.items() if k in keep)
     return path + ("?" + urllib.parse.urlencode(kept) if kept else ""), ttl
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, limit=60):
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            sys.exit("rentcache demo exited early")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"nothing listening on {port}")
 
 
 def get_json(port, path):

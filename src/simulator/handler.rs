@@ -342,15 +342,7 @@ mod tests {
     }
 
     fn get(target: &str, headers: &[(&str, &str)]) -> Request {
-        Request {
-            method: "GET".into(),
-            target: target.into(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            body: Vec::new(),
-        }
+        Request::get(target, headers)
     }
 
     fn post(target: &str, body: &str) -> Request {

@@ -211,10 +211,9 @@ fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn req(target: &str, headers: &[(&str, &str)]) -> Request {
+impl Request {
+    /// A GET as the server would have parsed it (for unit tests).
+    pub(crate) fn get(target: &str, headers: &[(&str, &str)]) -> Request {
         Request {
             method: "GET".into(),
             target: target.into(),
@@ -224,6 +223,15 @@ mod tests {
                 .collect(),
             body: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(target: &str, headers: &[(&str, &str)]) -> Request {
+        Request::get(target, headers)
     }
 
     #[test]
