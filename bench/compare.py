@@ -204,13 +204,36 @@ def start_server(name, work, origin, **kw):
 
 # ---------------------------------------------------------------- measurements
 
+def cpu_ticks():
+    """(busy, idle) jiffies of the server's and the load's core."""
+    ticks = {}
+    for line in open("/proc/stat"):
+        f = line.split()
+        if f[0] in (f"cpu{SERVER_CPU}", f"cpu{LOAD_CPU}"):
+            v = list(map(int, f[1:]))
+            ticks[f[0]] = (v[0] + v[1] + v[2] + v[5] + v[6], v[3] + v[4])
+    return ticks
+
+
+def busy_percent(before, after, cpu):
+    busy = after[f"cpu{cpu}"][0] - before[f"cpu{cpu}"][0]
+    idle = after[f"cpu{cpu}"][1] - before[f"cpu{cpu}"][1]
+    return 100.0 * busy / max(1, busy + idle)
+
+
 def wrk(port, path, duration, conns=50, script="wrk_report.lua", extra=()):
+    # How busy each core was tells which side limits a run: a load core near 100% means
+    # the figure is the load generator's ceiling, not the server's.
+    before = cpu_ticks()
     out = subprocess.run(
         ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "10s",
          "-s", os.path.join(BENCH, script), f"http://127.0.0.1:{port}{path}"] + (["--"] + list(extra) if extra else []),
         check=True, capture_output=True, text=True).stdout
     line = [l for l in out.splitlines() if l.startswith("{")][-1]
     r = json.loads(line)
+    after = cpu_ticks()
+    r["server_cpu"] = busy_percent(before, after, SERVER_CPU)
+    r["load_cpu"] = busy_percent(before, after, LOAD_CPU)
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
     for k in ("p50", "p99", "p999", "max"):
         r[k] = r[k] / 1000.0  # ms
@@ -513,8 +536,11 @@ def summarize(results):
                      + f" | {ratios[label + '.vs_nginx']:.2f}x | {ratios[label + '.vs_varnish']:.2f}x |")
         lines.append(f"| memory hit {size}: p50 / p99 / p99.9 ms | "
                      + " | ".join(f"{x['p50']:.2f} / {x['p99']:.2f} / {x['p999']:.2f}" for x in row) + " | | |")
+        lines.append(f"| memory hit {size}: busy % of server core / load core | "
+                     + " | ".join(f"{x['server_cpu']:.0f} / {x['load_cpu']:.0f}" for x in row) + " | | |")
     rd = agg["rentcache.redis"]
-    lines.append(f"| Redis-tier hit ~2 KB (memory off): req/s, p99 ms | {rd['rps']:,.0f}, {rd['p99']:.2f} | | | | |")
+    lines.append(f"| Redis-tier hit ~2 KB (memory off): req/s, p50 / p99 ms | "
+                 f"{rd['rps']:,.0f}, {rd['p50']:.2f} / {rd['p99']:.2f} | | | | |")
     for kind, title in (("cold", "200 concurrent, one cold key"), ("stale", "200 concurrent, one stale key")):
         row = [agg[f"{s}.{kind}"] for s in SERVERS]
         lines.append(f"| {title}: upstream calls, p50 / p99 ms | "

@@ -125,6 +125,24 @@ fn stats_report_ratios_tiers_top_keys_and_calls_saved() {
 }
 
 #[test]
+fn every_answer_is_counted_before_its_client_has_it() {
+    // A reading taken right after a response must include it, whichever path answered:
+    // a miss (counted as its body ends), a memory hit, a HEAD hit, a JSON error.
+    let sim = Sim::start(&[]);
+    let p = ops(&sim);
+    let mut answered = 0;
+    for i in 1..=100 {
+        let url = format!("/propertyadvertising.php?propref={i}&noimage=1");
+        assert_eq!(status(&p.get(&url)), "MISS");
+        assert_eq!(status(&p.get(&url)), "HIT");
+        assert_eq!(request("HEAD", &p.url(&url), &[], b"").status, 200);
+        assert_eq!(p.get("/nope").status, 404);
+        answered += 4;
+        assert_eq!(admin_get(&p, "/stats").json()["requests"], answered);
+    }
+}
+
+#[test]
 fn explain_a_hit_a_miss_and_an_uncacheable_url() {
     let sim = Sim::start(&[]);
     let text = shipped_config().replace(

@@ -386,3 +386,128 @@ fn concurrent_cold_requests_make_one_upstream_call() {
     }
     assert_eq!(sim.api_calls(), 1);
 }
+
+/// Reads one HTTP/1 response with a `Content-Length` from a raw connection: (head, body).
+fn read_response(conn: &mut std::net::TcpStream) -> (String, Vec<u8>) {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            conn.read(&mut byte).unwrap(),
+            1,
+            "connection closed in the head"
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body).unwrap();
+    (head, body)
+}
+
+#[test]
+fn large_hit_reaches_a_slow_reader_whole_and_keeps_the_connection() {
+    use std::io::{Read, Write};
+    let sim = Sim::start(&[]);
+    let proxy = Proxy::rentman(&sim, &[]);
+    // Hundreds of KB with photos: more than a loopback socket takes in one write.
+    let big = "/propertyadvertising.php?rob=sale&limit=10";
+    let first = proxy.get(big);
+    assert_eq!(status(&first), "MISS");
+    assert!(first.body.len() > 400 * 1024, "{} bytes", first.body.len());
+    let addr = proxy.url("").trim_start_matches("http://").to_string();
+    let request = format!("GET {big} HTTP/1.1\r\nHost: x\r\n\r\n");
+
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    // A response cut short fails the test rather than hanging it.
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    conn.write_all(request.as_bytes()).unwrap();
+    // A client that is slow to start reading: the socket fills and the rest must wait for it.
+    std::thread::sleep(Duration::from_millis(200));
+    let (head, body) = read_response(&mut conn);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("x-cache-status: hit"),
+        "{head}"
+    );
+    assert!(body == first.body, "the hit's body differs from the miss's");
+    // The same connection serves the next request.
+    conn.write_all(request.as_bytes()).unwrap();
+    let (head, body) = read_response(&mut conn);
+    assert!(
+        head.to_ascii_lowercase().contains("connection: keep-alive"),
+        "{head}"
+    );
+    assert!(body == first.body);
+
+    // A client that leaves mid-response costs only its own connection.
+    let mut quitter = std::net::TcpStream::connect(&addr).unwrap();
+    quitter.write_all(request.as_bytes()).unwrap();
+    let mut some = [0u8; 1024];
+    let _ = quitter.read(&mut some).unwrap();
+    drop(quitter);
+    let after = proxy.get(big);
+    assert_eq!(status(&after), "HIT");
+    assert!(after.body == first.body);
+    assert_eq!(sim.api_calls(), 1);
+}
+
+#[test]
+fn hits_are_compressed_for_clients_that_accept_it() {
+    use std::io::Read;
+    let sim = Sim::start(&[]);
+    let proxy = Proxy::rentman(&sim, &[]);
+    let plain = proxy.get(FEATURED);
+    assert_eq!(status(&plain), "MISS");
+    let url = proxy.url(FEATURED);
+    let zipped = get(&url, &[("accept-encoding", "gzip")]);
+    assert_eq!(status(&zipped), "HIT");
+    assert_eq!(zipped.header("content-encoding"), Some("gzip"));
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&zipped.body[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert!(
+        unzipped == plain.body,
+        "gzip body does not decode to the JSON"
+    );
+    // Encoded once and kept: the next gzip hit has the same bytes, no upstream call.
+    let again = get(&url, &[("accept-encoding", "gzip, deflate, br")]);
+    assert_eq!(again.header("content-encoding"), Some("gzip"));
+    assert!(again.body == zipped.body);
+    assert_eq!(sim.api_calls(), 1);
+    // Outer caches must keep the two apart; the encoded copy's validator is weak.
+    assert_eq!(zipped.header("vary"), Some("Accept-Encoding"));
+    let plain_hit = proxy.get(FEATURED);
+    let etag = plain_hit.header("etag").expect("etag").to_string();
+    assert_eq!(zipped.header("etag"), Some(format!("W/{etag}").as_str()));
+    let revalidated = get(
+        &url,
+        &[
+            ("accept-encoding", "gzip"),
+            ("if-none-match", etag.as_str()),
+        ],
+    );
+    assert_eq!(revalidated.status, 304);
+    for headers in [&[][..], &[("accept-encoding", "identity")][..]] {
+        let r = get(&url, headers);
+        assert_eq!(status(&r), "HIT");
+        assert_eq!(r.header("content-encoding"), None);
+        assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+        assert!(r.body == plain.body);
+    }
+    // A client that takes only brotli still gets an encoded answer.
+    let br = get(&url, &[("accept-encoding", "br")]);
+    assert_eq!(status(&br), "HIT");
+    assert_eq!(br.header("content-encoding"), Some("br"));
+}

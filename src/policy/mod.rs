@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod cors;
+pub mod encoding;
 pub mod freshness;
 pub mod key;
 pub mod outer;

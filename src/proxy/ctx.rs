@@ -37,6 +37,12 @@ pub struct Ctx {
     pub refresh_ahead_due: bool,
     /// Answered by the fast path: a fresh memory hit written without pingora's cache state.
     pub fast_hit: bool,
+    /// The status of a response written past pingora's writer (which then knows none).
+    pub sent_status: Option<u16>,
+    /// The client stopped taking a response the fast path was writing.
+    pub client_gone: bool,
+    /// This request is already counted in the metrics.
+    pub recorded: bool,
 }
 
 impl Ctx {
@@ -58,6 +64,9 @@ impl Ctx {
             refresh_ahead: false,
             refresh_ahead_due: false,
             fast_hit: false,
+            sent_status: None,
+            client_gone: false,
+            recorded: false,
         }
     }
 

@@ -8,6 +8,8 @@
 //! (`response_filter`).
 
 mod ctx;
+mod direct;
+mod gzip;
 pub mod hot;
 mod memo;
 mod outcome;
@@ -36,7 +38,7 @@ use crate::config::{BodyCheck, Mode, SharedConfig};
 use crate::metrics::Metrics;
 use crate::policy::cors::{self, Preflight};
 use crate::policy::outer::CacheStatus;
-use crate::policy::{body, freshness, key, routes, validators};
+use crate::policy::{body, encoding, freshness, key, routes, validators};
 use crate::storage::{served_from, FillInfo, SharedCopy, TieredStorage};
 use crate::upstream::{
     FailureBoard, Throttle, FILL_HEADER, KEY_HEADER, RELAYED_HEADER, REQUEST_ID_HEADER,
@@ -148,8 +150,26 @@ impl RentCache {
         ctx.found_fresh = Some(true);
         ctx.tier = Some("memory");
         ctx.fast_hit = true;
+        let accept = session
+            .req_header()
+            .headers
+            .get(http::header::ACCEPT_ENCODING);
+        let encodable =
+            self.compression_level > 0 && encoding::compressible(&entry.header, entry.body_len);
+        let takes_gzip = encodable && encoding::accepts_gzip(accept);
+        // Pingora's compression module encodes on the way through its writer: answers it
+        // may encode for this client (a coding other than gzip) must go that way.
+        let may_compress = encodable && !takes_gzip && accept.is_some_and(|v| v != "identity");
+        let entry = if takes_gzip {
+            gzip::copy_of(self.storage.memory(), &entry, self.compression_level.min(9)).await
+        } else {
+            entry
+        };
         let age = entry.age(now);
         let mut header = entry.header.clone();
+        if encodable {
+            encoding::vary_on_accept_encoding(&mut header);
+        }
         header.insert_header(http::header::AGE, age.as_secs())?;
         let clock = outcome::EntryClock {
             fresh_until: entry.times.fresh_until,
@@ -169,6 +189,19 @@ impl RentCache {
             to_304(&mut header);
         }
         let header_only = not_modified || req.method == http::Method::HEAD || entry.body.is_empty();
+        ctx.sent_status = Some(header.status.as_u16());
+        self.count(session, ctx);
+        let body: &[bytes::Bytes] = if header_only { &[] } else { &entry.body };
+        if !may_compress {
+            match direct::send(session, &header, body).await {
+                direct::Sent::Whole => return Ok(true),
+                direct::Sent::Broken => {
+                    ctx.client_gone = true;
+                    return Ok(true);
+                }
+                direct::Sent::NotTried => {}
+            }
+        }
         session
             .write_response_header(Box::new(header), header_only)
             .await?;
@@ -183,8 +216,20 @@ impl RentCache {
         Ok(true)
     }
 
+    /// Counts this request in the metrics, once, before the last byte of its answer leaves:
+    /// a reading of /metrics or /stats taken after a client has its response includes it
+    /// (counting in `logging`, which runs after the write, would race with that reading).
+    fn count(&self, session: &Session, ctx: &mut Ctx) {
+        if ctx.recorded {
+            return;
+        }
+        ctx.recorded = true;
+        let status = outcome::cache_status(session, ctx);
+        outcome::record(&self.metrics, &self.counters, session, ctx, status);
+    }
+
     /// Answers a CORS preflight; returns whether this request was one.
-    async fn preflight(&self, session: &mut Session, ctx: &Ctx) -> Result<bool> {
+    async fn preflight(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let req = session.req_header();
         let header = |name: http::header::HeaderName| {
             req.headers
@@ -217,8 +262,12 @@ impl RentCache {
             requested_headers.as_deref(),
             &methods,
         ) {
-            Preflight::Allowed(headers) => reply::send(session, 204, headers, Bytes::new()).await?,
+            Preflight::Allowed(headers) => {
+                self.count(session, ctx);
+                reply::send(session, 204, headers, Bytes::new()).await?
+            }
             Preflight::Denied(why) => {
+                self.count(session, ctx);
                 reply::error(session, 403, "cors_denied", &why, Vec::new()).await?
             }
         }
@@ -256,6 +305,7 @@ impl ProxyHttp for RentCache {
             &req.headers,
         ) else {
             let msg = format!("no route for {}", req.uri.path());
+            self.count(session, ctx);
             reply::error(session, 404, "no_route", &msg, cors_headers(session, ctx)).await?;
             return Ok(true);
         };
@@ -266,6 +316,7 @@ impl ProxyHttp for RentCache {
             let mut headers = cors_headers(session, ctx);
             headers.push(("allow", allow.join(", ")));
             let msg = format!("{method} is not allowed here; use {}", allow.join(" or "));
+            self.count(session, ctx);
             reply::error(session, 405, "method_not_allowed", &msg, headers).await?;
             return Ok(true);
         }
@@ -516,7 +567,30 @@ impl ProxyHttp for RentCache {
     ) -> Result<()> {
         let status = outcome::cache_status(session, ctx);
         outcome::decorate(resp, session, ctx, status);
+        // An answer without a body gets no body filter call: count it now.
+        let bodyless = session.req_header().method == http::Method::HEAD
+            || matches!(resp.status.as_u16(), 204 | 304)
+            || resp
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() == b"0");
+        if bodyless {
+            self.count(session, ctx);
+        }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if end_of_stream {
+            self.count(session, ctx);
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy
@@ -541,6 +615,7 @@ impl ProxyHttp for RentCache {
                 _ => "internal error".to_string(),
             };
             let headers = cors_headers(session, ctx);
+            self.count(session, ctx);
             if let Err(we) = reply::error(session, code, "proxy_error", &message, headers).await {
                 debug!("could not send error response: {we}");
             }
@@ -558,9 +633,13 @@ impl ProxyHttp for RentCache {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         self.board.take(ctx.id);
+        self.count(session, ctx);
         let cache_status = outcome::cache_status(session, ctx);
-        outcome::record(&self.metrics, &self.counters, session, ctx, cache_status);
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.sent_status)
+            .unwrap_or(0);
         debug!(
             "{} {} -> {} {} in {:?}{}",
             session.req_header().method,
@@ -569,6 +648,11 @@ impl ProxyHttp for RentCache {
             cache_status.as_str(),
             ctx.started.elapsed(),
             e.map(|e| format!(" ({e})")).unwrap_or_default()
+                + if ctx.client_gone {
+                    " (client gone mid-response)"
+                } else {
+                    ""
+                }
         );
     }
 }

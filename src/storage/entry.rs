@@ -72,9 +72,15 @@ impl Entry {
         key: String,
         hash: HashBinary,
         times: EntryTimes,
-        header: ResponseHeader,
+        mut header: ResponseHeader,
         body: Vec<Bytes>,
     ) -> Entry {
+        // Each response gets its own `Date` and `Connection` when sent; stored ones are stale.
+        for name in [http::header::DATE, http::header::CONNECTION] {
+            if header.headers.contains_key(&name) {
+                header.remove_header(&name);
+            }
+        }
         let body_len = body.iter().map(Bytes::len).sum();
         Entry {
             key,

@@ -1,0 +1,174 @@
+//! Writes a whole cached response to an HTTP/1 client's socket with one `writev`.
+//!
+//! Pingora's writer copies the header and then the body into its buffered stream before it
+//! sends them; for a 40 KB entry that copy is a large share of a hit's cost, and a write
+//! buffer smaller than the body costs a second `send` instead. Here the serialised header
+//! and the stored body chunks go to the kernel as they are, in one system call. Whatever the
+//! socket does not take at once is written asynchronously through a second handle on the
+//! same socket, registered with tokio only for that.
+//!
+//! Only plain HTTP/1 connections qualify. Pingora's stream holds no unsent bytes at this
+//! point (the request has just been read; the previous response was flushed), so the bytes
+//! written here are the next on the wire. Pingora's session is then finished as for any
+//! response a filter wrote: no body was framed through it, so it has nothing to add.
+
+use std::io::{IoSlice, Write};
+use std::mem::ManuallyDrop;
+use std::os::fd::FromRawFd;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::proxy::Session;
+use tokio::io::AsyncWriteExt;
+
+/// How long a client may take to accept the rest of a response before it is dropped.
+const REST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What became of a direct write.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// The whole response is on the wire.
+    Whole,
+    /// Not a connection this path serves: nothing was written, pingora's writer must be used.
+    NotTried,
+    /// The client went away or stopped reading mid-response: the connection is closed.
+    Broken,
+}
+
+/// Serialises a response header as HTTP/1 with the headers pingora's writer would add
+/// (`Date`, `Connection`), into a buffer that leaves room for nothing else.
+fn head_bytes(header: &ResponseHeader, keepalive: bool) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(64 + header.headers.len() * 48);
+    buf.put_slice(match header.version {
+        http::Version::HTTP_10 => b"HTTP/1.0 ",
+        _ => b"HTTP/1.1 ",
+    });
+    buf.put_slice(header.status.as_str().as_bytes());
+    buf.put_u8(b' ');
+    if let Some(reason) = header.get_reason_phrase() {
+        buf.put_slice(reason.as_bytes());
+    }
+    buf.put_slice(b"\r\n");
+    header.header_to_h1_wire(&mut buf);
+    buf.put_slice(b"date: ");
+    buf.put_slice(pingora::protocols::http::date::get_cached_date().as_bytes());
+    buf.put_slice(if keepalive {
+        b"\r\nconnection: keep-alive\r\n\r\n"
+    } else {
+        b"\r\nconnection: close\r\n\r\n"
+    });
+    buf
+}
+
+/// Writes `header` and `body` (empty for HEAD, 304...) to the client.
+/// Stored headers hold no `Date` or `Connection` (see `Entry::new`): this adds both.
+pub async fn send(session: &mut Session, header: &ResponseHeader, body: &[Bytes]) -> Sent {
+    let ServerSession::H1(h1) = session.as_downstream_mut() else {
+        return Sent::NotTried;
+    };
+    let stream = h1.stream();
+    let fd = stream.id();
+    if stream.get_ssl().is_some() || fd <= 2 {
+        return Sent::NotTried;
+    }
+    let head = head_bytes(header, h1.will_keepalive());
+    let mut pieces: Vec<Bytes> = Vec::with_capacity(1 + body.len());
+    pieces.push(head.freeze());
+    pieces.extend(body.iter().filter(|b| !b.is_empty()).cloned());
+
+    // SAFETY: `fd` is the open socket of this session's stream, which outlives this call;
+    // ManuallyDrop keeps this handle from closing it.
+    let socket = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+    let written = loop {
+        let slices: Vec<IoSlice> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+        match (&*socket).write_vectored(&slices) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break 0,
+            Err(_) => {
+                h1.set_server_keepalive(None);
+                return Sent::Broken;
+            }
+        }
+    };
+    let rest = skip(pieces, written);
+    if rest.is_empty() {
+        return Sent::Whole;
+    }
+    match write_rest(&socket, rest).await {
+        Ok(()) => Sent::Whole,
+        Err(_) => {
+            h1.set_server_keepalive(None);
+            Sent::Broken
+        }
+    }
+}
+
+/// Drops the first `n` bytes of `pieces`.
+fn skip(pieces: Vec<Bytes>, mut n: usize) -> Vec<Bytes> {
+    let mut rest = Vec::with_capacity(pieces.len());
+    for mut p in pieces {
+        if n >= p.len() {
+            n -= p.len();
+        } else {
+            if n > 0 {
+                p = p.slice(n..);
+                n = 0;
+            }
+            rest.push(p);
+        }
+    }
+    rest
+}
+
+/// Waits for the socket to take the rest, through a duplicate descriptor that tokio can
+/// wait on (the original is registered with pingora's stream and cannot be registered twice).
+async fn write_rest(socket: &std::net::TcpStream, rest: Vec<Bytes>) -> std::io::Result<()> {
+    let dup = socket.try_clone()?;
+    dup.set_nonblocking(true)?;
+    let mut tokio_socket = tokio::net::TcpStream::from_std(dup)?;
+    let all = async {
+        for piece in &rest {
+            tokio_socket.write_all(piece).await?;
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(REST_TIMEOUT, all).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_drops_whole_and_partial_pieces() {
+        let pieces = vec![
+            Bytes::from_static(b"head"),
+            Bytes::from_static(b"body1"),
+            Bytes::from_static(b"body2"),
+        ];
+        assert_eq!(skip(pieces.clone(), 0), pieces);
+        assert_eq!(
+            skip(pieces.clone(), 6),
+            vec![Bytes::from_static(b"dy1"), Bytes::from_static(b"body2")]
+        );
+        assert_eq!(skip(pieces.clone(), 9), vec![Bytes::from_static(b"body2")]);
+        assert!(skip(pieces, 14).is_empty());
+    }
+
+    #[test]
+    fn head_is_http1_with_date_and_connection() {
+        let mut h = ResponseHeader::build(200, None).unwrap();
+        h.insert_header("content-length", "2").unwrap();
+        let text = String::from_utf8(head_bytes(&h, true).to_vec()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\ncontent-length: 2\r\ndate: "));
+        assert!(text.ends_with("\r\nconnection: keep-alive\r\n\r\n"));
+        let text = String::from_utf8(head_bytes(&h, false).to_vec()).unwrap();
+        assert!(text.ends_with("\r\nconnection: close\r\n\r\n"));
+    }
+}
