@@ -4,7 +4,7 @@
     python3 bench/compare.py                # full run (about 15 minutes on 2 cores)
     python3 bench/compare.py --quick        # one round, short runs (a smoke test)
 
-Builds rentcache (release), installs nginx-light, varnish and wrk from Debian when missing,
+Builds rentcache (release), installs nginx-light, varnish, wrk (and cmake) from Debian when missing,
 and starts rentcache's simulator as the origin with a fixed latency (150 ms). Every server
 gets the same policy (forced 5 s TTL, stale-while-revalidate, coalescing, keep-alive to the
 origin; reference configs in bench/peers/), one worker, and core 0; the load generator and
@@ -51,7 +51,9 @@ def sh(cmd, **kw):
 
 
 def ensure_tools():
-    missing = [pkg for binary, pkg in (("nginx", "nginx-light"), ("varnishd", "varnish"), ("wrk", "wrk"))
+    # cmake builds pingora's zlib; the rest are the peers and the load generator.
+    missing = [pkg for binary, pkg in (("nginx", "nginx-light"), ("varnishd", "varnish"), ("wrk", "wrk"),
+                                       ("cmake", "cmake"))
                if shutil.which(binary) is None]
     if missing:
         print(f"installing {' '.join(missing)} from Debian")
@@ -235,6 +237,9 @@ def wrk(port, path, duration, conns=50, script="wrk_report.lua", extra=()):
     r["server_cpu"] = busy_percent(before, after, SERVER_CPU)
     r["load_cpu"] = busy_percent(before, after, LOAD_CPU)
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    # The server's cost per request, whichever side was the limit (a saturated load core
+    # caps req/s, not this).
+    r["server_us"] = r["server_cpu"] / 100 * 1e6 / max(1.0, r["rps"])
     for k in ("p50", "p99", "p999", "max"):
         r[k] = r[k] / 1000.0  # ms
     return r
@@ -419,7 +424,7 @@ def main():
                 "--latency-sigma", "0", "--threads", "1", "--properties", "200"], LOAD_CPU, sim_port, log=os.path.join(work, "sim.log"))
     origin = f"127.0.0.1:{sim_port}"
     results = {"rounds": [], "machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-               "command": "python3 bench/compare.py" + (" --quick" if args.quick else "")}
+               "command": " ".join(["python3", "bench/compare.py"] + sys.argv[1:])}
     try:
         for rnd in range(args.rounds):
             print(f"round {rnd + 1}/{args.rounds}")
@@ -520,6 +525,9 @@ def summarize(results):
         for peer in ("nginx", "varnish"):
             ratios[f"{label}.vs_{peer}"] = median(
                 [r[f"rentcache.{label}"]["rps"] / r[f"{peer}.{label}"]["rps"] for r in rounds])
+            # How many times less server core time rentcache spends per request.
+            ratios[f"{label}.cost_vs_{peer}"] = median(
+                [r[f"{peer}.{label}"]["server_us"] / r[f"rentcache.{label}"]["server_us"] for r in rounds])
     results["median"], results["ratios"] = agg, ratios
     with open(os.path.join(BENCH, "results.json"), "w") as f:
         json.dump(results, f, indent=2, default=str)
@@ -538,6 +546,9 @@ def summarize(results):
                      + " | ".join(f"{x['p50']:.2f} / {x['p99']:.2f} / {x['p999']:.2f}" for x in row) + " | | |")
         lines.append(f"| memory hit {size}: busy % of server core / load core | "
                      + " | ".join(f"{x['server_cpu']:.0f} / {x['load_cpu']:.0f}" for x in row) + " | | |")
+        lines.append(f"| memory hit {size}: server core time per request, µs (ratio: the peer's / rentcache's) | "
+                     + " | ".join(f"{x['server_us']:.1f}" for x in row)
+                     + f" | {ratios[label + '.cost_vs_nginx']:.2f}x | {ratios[label + '.cost_vs_varnish']:.2f}x |")
     rd = agg["rentcache.redis"]
     lines.append(f"| Redis-tier hit ~2 KB (memory off): req/s, p50 / p99 ms | "
                  f"{rd['rps']:,.0f}, {rd['p50']:.2f} / {rd['p99']:.2f} | | | | |")
