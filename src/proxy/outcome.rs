@@ -1,6 +1,6 @@
 //! The response headers that report what the cache did and tell outer caches what they may
 //! do (`X-Cache-Status`, `Cache-Status`, `Cache-Control`, `Warning`, CORS), and the counting
-//! of each finished request. Both run on every hit, so header names are parsed once and the
+//! of each answered request. Both run on every hit, so header names are parsed once and the
 //! per-route counters are looked up once per config.
 
 use std::sync::Arc;
@@ -194,7 +194,7 @@ impl Counters {
     }
 }
 
-/// Counts one finished request.
+/// Counts one request; called once per request, just before the last byte of its answer leaves.
 pub fn record(
     metrics: &Metrics,
     cache: &ArcSwapOption<Counters>,
