@@ -80,29 +80,14 @@ fn gzip(chunks: &[Bytes], level: u32) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::EntryTimes;
     use pingora::http::ResponseHeader;
     use std::io::Read;
-    use std::time::SystemTime;
 
     fn plain(key: &str, body: &[u8]) -> Arc<Entry> {
-        let now = SystemTime::now();
         let mut h = ResponseHeader::build(200, None).unwrap();
         h.insert_header("content-type", "application/json").unwrap();
         h.insert_header("content-length", body.len()).unwrap();
-        Arc::new(Entry::new(
-            key.to_string(),
-            pingora::cache::key::hash_key(key),
-            EntryTimes {
-                fresh_until: now,
-                created: now,
-                updated: now,
-                swr_sec: 0,
-                sie_sec: 0,
-            },
-            h,
-            vec![Bytes::copy_from_slice(body)],
-        ))
+        Arc::new(Entry::for_test(key, h, vec![Bytes::copy_from_slice(body)]))
     }
 
     #[tokio::test]

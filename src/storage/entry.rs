@@ -155,6 +155,23 @@ impl Entry {
 }
 
 #[cfg(test)]
+impl Entry {
+    /// An entry for unit tests: stored now, already at the end of its freshness.
+    pub fn for_test(key: &str, header: ResponseHeader, body: Vec<Bytes>) -> Entry {
+        let now = SystemTime::now();
+        let times = EntryTimes {
+            fresh_until: now,
+            created: now,
+            updated: now,
+            swr_sec: 0,
+            sie_sec: 0,
+        };
+        let hash = pingora::cache::key::hash_key(key);
+        Entry::new(key.to_string(), hash, times, header, body)
+    }
+}
+
+#[cfg(test)]
 mod footprint_tests {
     #[test]
     fn rounds_to_size_classes() {

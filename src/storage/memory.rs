@@ -183,24 +183,12 @@ impl Tier for MemoryTier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::EntryTimes;
     use bytes::Bytes;
     use pingora::http::ResponseHeader;
-    use std::time::SystemTime;
 
     fn entry(n: u32, body_len: usize) -> Arc<Entry> {
-        let now = SystemTime::now();
-        let key = format!("/k?n={n}");
-        Arc::new(Entry::new(
-            key.clone(),
-            pingora::cache::key::hash_key(&key),
-            EntryTimes {
-                fresh_until: now,
-                created: now,
-                updated: now,
-                swr_sec: 0,
-                sie_sec: 0,
-            },
+        Arc::new(Entry::for_test(
+            &format!("/k?n={n}"),
             ResponseHeader::build(200, None).unwrap(),
             vec![Bytes::from(vec![b'x'; body_len])],
         ))
