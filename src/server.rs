@@ -20,7 +20,7 @@ use crate::proxy::hot::HotKeys;
 use crate::proxy::{Parts, RentCache};
 use crate::reload::{ReloadService, Reloader};
 use crate::storage::{MemoryTier, RedisKeeper, RedisTier, TieredStorage};
-use crate::upstream::{self, FailureBoard, Gateway, Secret, Throttle};
+use crate::upstream::{self, FailureBoard, Gateway, ReadyWhenAccepting, Secret, Throttle};
 use crate::warm::{WarmService, Warmer};
 
 /// A pingora server configured from `config.server`.
@@ -53,7 +53,7 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
             r.display_nodes(),
             r.prefix
         );
-        Arc::new(RedisTier::new(r))
+        RedisTier::new(r)
     });
     let storage: &'static TieredStorage =
         Box::leak(Box::new(TieredStorage::new(memory.clone(), redis.clone())));
@@ -93,7 +93,7 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
     )
     .service(&socket);
     gateway.threads = Some(1);
-    server.add_service(gateway);
+    let gateway = server.add_service(ReadyWhenAccepting::new(gateway, socket.clone()));
 
     let proxy = RentCache::new(Parts {
         config: shared.clone(),
@@ -115,7 +115,8 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
         );
         info!("rentcache listening on http://{addr}");
     }
-    server.add_service(service);
+    // Clients are let in only once the gateway behind every miss accepts connections.
+    server.add_service(service).add_dependency(&gateway);
 
     let warmer = Arc::new(Warmer::new(shared.clone(), storage, throttle.clone()));
     server.add_service(background_service("warmer", WarmService(warmer.clone())));

@@ -123,7 +123,7 @@ fn stale_if_error_covers_every_kind_of_failure() {
             &[("RENTMAN_TOKEN", "token-of-the-agent")],
         );
         let first = p.get(LIST);
-        assert_eq!(status(&first), "MISS", "{name}");
+        assert_eq!(status(&first), "MISS", "{name}: {first:?}");
         sim.set(fault);
         let r = until_not_hit(&p, LIST);
         assert_eq!(status(&r), "STALE", "{name}: {:?}", r.headers);

@@ -1,6 +1,8 @@
 //! The shared Redis tier: promotion, instances sharing entries and fills, Redis dying and
-//! returning, Redis absent at start, purges reaching every memory tier, a Redis Cluster, and
-//! unreadable values. Each test starts its own `redis-server` processes on free ports.
+//! returning, Redis absent at start, purges reaching every memory tier, a Redis Cluster,
+//! unreadable values, large objects, how many reads a hit or a miss costs, batched reads, and
+//! which tier a response says it came from. Each test starts its own `redis-server` processes
+//! on free ports.
 
 mod common;
 
@@ -275,6 +277,11 @@ fn large_objects_go_to_redis_only_and_huge_ones_nowhere() {
         assert_eq!(tier(&r), "redis", "never promoted into memory");
         assert_eq!(r.body, first.body);
     }
+    // Too large for memory, so no gzip copy is kept: it is encoded on its way out.
+    let zipped = get(&a.url(large), &[("accept-encoding", "gzip")]);
+    assert_eq!(status(&zipped), "HIT");
+    assert_eq!(zipped.header("content-encoding"), Some("gzip"));
+    assert!(gunzip(&zipped.body) == first.body);
 
     // Everything with photos: over the Redis limit too; served whole, stored nowhere.
     let huge = "/propertyadvertising.php?rob=rent";
@@ -284,4 +291,237 @@ fn large_objects_go_to_redis_only_and_huge_ones_nowhere() {
     assert_eq!(status(&again), "MISS");
     assert_eq!(again.body, first.body);
     assert_eq!(sim.api_calls(), 3);
+}
+
+/// GET commands Redis has served since its stats were last reset.
+fn redis_gets(redis: &RedisServer) -> u64 {
+    let info = redis.cli(&["INFO", "commandstats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().expect("a count"))
+}
+
+/// A Redis server, the simulator and a proxy whose memory keeps no object over `memory_max`.
+fn redis_only(memory_max: &str) -> (RedisServer, Sim, Proxy) {
+    let redis = RedisServer::start();
+    let sim = Sim::start(&[]);
+    let config = config_with_redis(&[redis.url()], false).replace(
+        "max_object_bytes: 8MiB",
+        &format!("max_object_bytes: {memory_max}"),
+    );
+    let proxy = Proxy::start(&config, &sim.base(), &[]);
+    wait_redis_up(&proxy);
+    (redis, sim, proxy)
+}
+
+#[test]
+fn a_redis_hit_costs_one_read_and_a_miss_no_more_plain_or_gzipped() {
+    // Memory keeps nothing here: every hit must come from Redis.
+    let (redis, sim, a) = redis_only("1KiB");
+    redis.cli(&["CONFIG", "RESETSTAT"]);
+
+    let miss = a.get(FEATURED);
+    assert_eq!(status(&miss), "MISS");
+    assert!(miss.body.len() > 1024, "{}", miss.body.len());
+    assert_eq!(redis_gets(&redis), 1, "the miss looked in Redis once");
+
+    for n in 2..=4 {
+        let hit = a.get(FEATURED);
+        assert_eq!(status(&hit), "HIT");
+        assert_eq!(tier(&hit), "redis");
+        assert_eq!(hit.body, miss.body);
+        assert!(hit.header("age").is_some());
+        assert_eq!(redis_gets(&redis), n, "one read per hit");
+    }
+
+    // A client that takes gzip gets the Redis entry encoded, still for one read per request.
+    for n in 5..=6 {
+        let zipped = get(&a.url(FEATURED), &[("accept-encoding", "gzip")]);
+        assert_eq!(status(&zipped), "HIT");
+        assert_eq!(tier(&zipped), "redis");
+        assert_eq!(zipped.header("content-encoding"), Some("gzip"));
+        assert!(
+            gunzip(&zipped.body) == miss.body,
+            "gzip body does not decode to the JSON"
+        );
+        assert_eq!(redis_gets(&redis), n);
+    }
+    assert_eq!(sim.api_calls(), 1);
+}
+
+#[test]
+fn concurrent_redis_hits_on_different_keys_each_get_their_own_entry() {
+    // Memory keeps nothing: every hit is a Redis read, and reads that arrive together are
+    // sent to Redis as one pipeline, whose replies must go back to the right requests.
+    let (_redis, sim, a) = redis_only("256B");
+    let urls: Vec<String> = (1..=8)
+        .map(|p| format!("/propertyadvertising.php?propref={p}&noimage=1"))
+        .collect();
+    let bodies: Vec<Vec<u8>> = urls
+        .iter()
+        .map(|u| {
+            let r = a.get(u);
+            assert_eq!(status(&r), "MISS", "{u}");
+            assert!(r.body.len() > 256, "{u}: {} bytes", r.body.len());
+            r.body
+        })
+        .collect();
+    let full: Vec<String> = urls.iter().map(|u| a.url(u)).collect();
+    let answers = concurrently(64, move |i| {
+        let r = get(&full[i % full.len()], &[]);
+        (i % full.len(), status(&r), tier(&r), r.body)
+    });
+    for (k, status, tier, body) in answers {
+        assert_eq!(
+            (status.as_str(), tier.as_str()),
+            ("HIT", "redis"),
+            "{}",
+            urls[k]
+        );
+        assert!(body == bodies[k], "{} got another key's body", urls[k]);
+    }
+    assert_eq!(sim.api_calls(), 8);
+}
+
+#[test]
+fn requests_that_wait_for_a_fill_read_redis_again() {
+    // Memory keeps nothing, so the requests that waited for the one fill can only find its
+    // entry in Redis: their second lookup must ask Redis even though their first did not.
+    let (_redis, sim, a) = redis_only("256B");
+    sim.set(serde_json::json!({"latency_ms": 300}));
+    let url = a.url("/propertyadvertising.php?propref=5&noimage=1");
+    let answers = concurrently(20, move |_| {
+        let r = get(&url, &[]);
+        (status(&r), tier(&r), r.body)
+    });
+    let misses = answers.iter().filter(|(s, _, _)| s == "MISS").count();
+    assert_eq!(
+        misses,
+        1,
+        "{:?}",
+        answers.iter().map(|a| &a.0).collect::<Vec<_>>()
+    );
+    for (status, tier, body) in &answers {
+        assert!(
+            status == "MISS" || (status == "HIT" && tier == "redis"),
+            "{status} {tier}"
+        );
+        assert!(*body == answers[0].2);
+    }
+    assert_eq!(sim.api_calls(), 1);
+}
+
+/// Read events Redis has processed since it started (one per batch of commands it reads).
+fn redis_reads_processed(redis: &RedisServer) -> u64 {
+    redis
+        .cli(&["INFO", "stats"])
+        .lines()
+        .find_map(|l| l.strip_prefix("total_reads_processed:"))
+        .map(|n| n.trim().parse().expect("a count"))
+        .expect("INFO stats has total_reads_processed")
+}
+
+// One worker thread, one task per read: how the proxy runs its requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn reads_that_come_in_together_reach_redis_as_one_batch() {
+    use pingora::http::ResponseHeader;
+    use rentcache::config::{Redis, RedisNodes};
+    use rentcache::storage::{Entry, EntryTimes, RedisTier, Tier};
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    let redis = RedisServer::start();
+    let cfg = Redis {
+        nodes: RedisNodes::Single(redis.url()),
+        prefix: "batch:".into(),
+        connect_timeout: Duration::from_secs(5),
+        op_timeout: Duration::from_secs(5),
+        max_object_bytes: 1 << 20,
+        lease: Duration::from_secs(5),
+    };
+    let tier = RedisTier::new(cfg.clone());
+    tier.set_connection(rentcache::storage::redis::connect(&cfg).await.unwrap());
+    tier.mark_up();
+    let now = SystemTime::now();
+    let times = EntryTimes {
+        fresh_until: now + Duration::from_secs(300),
+        created: now,
+        updated: now,
+        swr_sec: 0,
+        sie_sec: 0,
+    };
+    let keys: Vec<String> = (0..64).map(|i| format!("/p?n={i}")).collect();
+    for k in &keys {
+        let header = ResponseHeader::build(200, None).unwrap();
+        let body = vec![bytes::Bytes::from(format!("body of {k}"))];
+        let hash = pingora::cache::key::hash_key(k);
+        let entry = Entry::new(k.clone(), hash, times, header, body);
+        tier.put(Arc::new(entry)).await.unwrap();
+    }
+    let before = redis_reads_processed(&redis);
+    let hashes: Vec<_> = keys.iter().map(pingora::cache::key::hash_key).collect();
+    let reader = tier.clone();
+    let got = tokio::spawn(async move {
+        let tasks: Vec<_> = hashes
+            .into_iter()
+            .map(|hash| {
+                let tier = reader.clone();
+                tokio::spawn(async move { tier.get(&hash).await })
+            })
+            .collect();
+        futures::future::join_all(tasks).await
+    })
+    .await
+    .unwrap();
+    let after = redis_reads_processed(&redis);
+    for (k, entry) in keys.iter().zip(got) {
+        let entry = entry.unwrap().unwrap().expect("stored");
+        assert_eq!(&entry.key, k);
+        assert_eq!(entry.body[0], format!("body of {k}").as_bytes());
+    }
+    // One read event for the batch and one for the second INFO (one per read would make
+    // 65), with slack for the runtime's own connection being opened meanwhile.
+    assert!(
+        after - before < 16,
+        "{} read events for 64 reads",
+        after - before
+    );
+}
+
+#[test]
+fn a_stale_entry_read_from_redis_says_so() {
+    let redis = RedisServer::start();
+    let sim = Sim::start(&[]);
+    let config = format!(
+        "\
+server: {{listen: [\"127.0.0.1:{{{{PORT}}}}\"]}}
+upstream: {{base_url: \"{{{{ORIGIN}}}}\"}}
+redis: {{url: \"{}\"}}
+routes:
+  - name: list
+    match: {{path: /propertyadvertising.php}}
+    ttl: 1s
+    stale_while_revalidate: 1h
+    include_params: [rob, noimage, limit]
+",
+        redis.url()
+    );
+    let list = "/propertyadvertising.php?rob=rent&noimage=1&limit=3";
+    let a = Proxy::start(&config, &sim.base(), &[]);
+    let b = Proxy::start(&config, &sim.base(), &[]);
+    wait_redis_up(&a);
+    wait_redis_up(&b);
+    let first = a.get(list);
+    assert_eq!(status(&first), "MISS");
+    // Refreshes now hang, so the entry in Redis stays the stale one.
+    sim.set(serde_json::json!({"stall_rate": 1.0, "stall_ms": 60000}));
+    eventually(Duration::from_secs(30), || {
+        (status(&a.get(list)) != "HIT").then_some(())
+    });
+    // B has never seen the key: it finds the stale entry in Redis (and keeps a copy in memory).
+    let stale = b.get(list);
+    assert_eq!(status(&stale), "UPDATING");
+    assert_eq!(tier(&stale), "redis");
+    assert_eq!(stale.body, first.body);
 }

@@ -35,7 +35,7 @@ pub struct Ctx {
     pub refresh_ahead: bool,
     /// The fast path found the key hot and due for refresh-ahead: pingora's path does it.
     pub refresh_ahead_due: bool,
-    /// Answered by the fast path: a fresh memory hit written without pingora's cache state.
+    /// Answered by the fast path: a fresh hit (memory or Redis) written without pingora's cache state.
     pub fast_hit: bool,
     /// The status of a response written past pingora's writer (which then knows none).
     pub sent_status: Option<u16>,
@@ -43,6 +43,10 @@ pub struct Ctx {
     pub client_gone: bool,
     /// This request is already counted in the metrics.
     pub recorded: bool,
+    /// The fast path looked the key up in every tier and found nothing usable.
+    pub looked_up: bool,
+    /// The tier where the fast path found an entry it left to pingora's path.
+    pub found_in: Option<&'static str>,
 }
 
 impl Ctx {
@@ -67,6 +71,8 @@ impl Ctx {
             sent_status: None,
             client_gone: false,
             recorded: false,
+            looked_up: false,
+            found_in: None,
         }
     }
 

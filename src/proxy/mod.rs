@@ -39,7 +39,7 @@ use crate::metrics::Metrics;
 use crate::policy::cors::{self, Preflight};
 use crate::policy::outer::CacheStatus;
 use crate::policy::{body, encoding, freshness, key, routes, validators};
-use crate::storage::{served_from, FillInfo, SharedCopy, TieredStorage};
+use crate::storage::{served_from, FillInfo, JustLookedUp, SharedCopy, TieredStorage};
 use crate::upstream::{
     FailureBoard, Throttle, FILL_HEADER, KEY_HEADER, RELAYED_HEADER, REQUEST_ID_HEADER,
     ROUTE_HEADER,
@@ -109,10 +109,13 @@ impl RentCache {
         }
     }
 
-    /// The hit path: a fresh entry in memory is written straight from `request_filter`,
-    /// without building pingora's cache state for it. Everything else (misses, stale entries,
-    /// ranges, background refreshes, keys due for refresh-ahead) takes pingora's path.
-    async fn serve_fresh_from_memory(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    /// The hit path: a fresh entry, in memory or in the shared tier, is written straight from
+    /// `request_filter`, without building pingora's cache state for it. Everything else
+    /// (misses, stale entries, ranges, background refreshes, keys due for refresh-ahead)
+    /// takes pingora's path. A Redis entry found here is promoted to memory like any lookup
+    /// would, so when a stale one goes on to pingora's path it is not fetched twice (unless
+    /// memory cannot keep it).
+    async fn serve_fresh(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let Some(c) = ctx.canonical.clone() else {
             return Ok(false);
         };
@@ -125,11 +128,18 @@ impl RentCache {
         {
             return Ok(false);
         }
-        let Some(entry) = self.storage.memory().peek(&c.hash) else {
+        let Some((entry, tier)) = self
+            .storage
+            .find_usable(&c.hash, Some(&c.key), SystemTime::now(), false)
+            .await
+        else {
+            ctx.looked_up = true;
             return Ok(false);
         };
+        // After the read: an entry that expired while Redis answered is not fresh.
         let now = SystemTime::now();
-        if entry.key != c.key || !entry.times.is_fresh(now) {
+        ctx.found_in = Some(tier);
+        if !entry.times.is_fresh(now) {
             return Ok(false);
         }
         let route = &ctx.config.routes[c.route];
@@ -148,7 +158,7 @@ impl RentCache {
             return Ok(false);
         }
         ctx.found_fresh = Some(true);
-        ctx.tier = Some("memory");
+        ctx.tier = Some(tier);
         ctx.fast_hit = true;
         let accept = session
             .req_header()
@@ -156,7 +166,11 @@ impl RentCache {
             .get(http::header::ACCEPT_ENCODING);
         let encodable =
             self.compression_level > 0 && encoding::compressible(&entry.header, entry.body_len);
-        let takes_gzip = encodable && encoding::accepts_gzip(accept);
+        // Copies are made whole and kept in memory: an entry too large for memory (kept in
+        // Redis only) is encoded chunk by chunk on its way out instead, as below.
+        let takes_gzip = encodable
+            && encoding::accepts_gzip(accept)
+            && self.storage.memory().admits(entry.size());
         // Pingora's compression module encodes on the way through its writer: answers it
         // may encode for this client (a coding other than gzip) must go that way.
         let may_compress = encodable && !takes_gzip && accept.is_some_and(|v| v != "identity");
@@ -323,7 +337,7 @@ impl ProxyHttp for RentCache {
         ctx.pass_through =
             !(method == http::Method::GET || method == http::Method::HEAD) || !route.is_cached();
         ctx.canonical = Some(canonical);
-        self.serve_fresh_from_memory(session, ctx).await
+        self.serve_fresh(session, ctx).await
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
@@ -345,6 +359,9 @@ impl ProxyHttp for RentCache {
                 let mut key = CacheKey::new(c.key.clone(), "");
                 // Hashed once per distinct request target, not once per request.
                 key.set_primary_bin_override(c.hash);
+                if ctx.looked_up {
+                    key.extensions.insert(JustLookedUp::new());
+                }
                 Ok(key)
             }
             None => Error::e_explain(ErrorType::InternalError, "no canonical key"),
@@ -360,7 +377,8 @@ impl ProxyHttp for RentCache {
         ctx: &mut Ctx,
     ) -> Result<Option<ForcedFreshness>> {
         ctx.found_fresh = Some(is_fresh);
-        ctx.tier = served_from(hit_handler);
+        // An entry the direct path found in Redis and promoted is found in memory now.
+        ctx.tier = ctx.found_in.take().or_else(|| served_from(hit_handler));
         if session.subrequest_ctx.is_some() {
             // A background refresh (refresh-ahead) that found the entry still fresh: it
             // exists to fetch anyway.

@@ -2,6 +2,7 @@
 //! and promote what slower tiers hold; fills, revalidations and purges reach every tier.
 
 use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -39,6 +40,29 @@ pub struct FillInfo {
     pub route: String,
     pub watch_changes: bool,
     pub config: Arc<Config>,
+}
+
+/// Set on a cache key by the proxy when its direct hit path has just looked the key up in
+/// every tier and found nothing usable: the pingora lookup that follows at once asks memory
+/// only, so a miss costs one Redis read, not two. Any later lookup of the same request
+/// (after waiting for another request's fill) asks every tier again.
+#[derive(Clone, Debug)]
+pub struct JustLookedUp(Arc<AtomicBool>);
+
+impl JustLookedUp {
+    pub fn new() -> JustLookedUp {
+        JustLookedUp(Arc::new(AtomicBool::new(true)))
+    }
+
+    fn take(&self) -> bool {
+        self.0.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Default for JustLookedUp {
+    fn default() -> Self {
+        JustLookedUp::new()
+    }
 }
 
 pub struct TieredStorage {
@@ -174,6 +198,53 @@ impl TieredStorage {
         out
     }
 
+    /// The first usable copy of `hash` (one inside some serve-stale window), fastest tier
+    /// first, and the name of the tier that held it. What a slower tier holds is promoted to
+    /// the faster ones, so the next lookup finds it there; what is past every window is
+    /// removed. Both pingora's lookup and the proxy's direct hit path go through here.
+    pub async fn find_usable(
+        &self,
+        hash: &HashBinary,
+        wanted: Option<&str>,
+        now: SystemTime,
+        memory_only: bool,
+    ) -> Option<(Arc<Entry>, &'static str)> {
+        let asked = if memory_only { 1 } else { self.tiers.len() };
+        for (i, tier) in self.tiers[..asked].iter().enumerate() {
+            // Memory answers synchronously: no boxed future on the hottest path.
+            let got = if i == 0 {
+                Ok(self.memory.peek(hash))
+            } else {
+                tier.get(hash).await
+            };
+            match got {
+                Ok(Some(entry)) if wanted.is_some_and(|k| k != entry.key) => {
+                    warn!(
+                        "{} holds {} under the hash of {:?}",
+                        tier.name(),
+                        entry.key,
+                        wanted
+                    );
+                }
+                Ok(Some(entry)) if entry.usable_until() >= now => {
+                    // Memory held no usable copy (it was asked first), so an entry it cannot
+                    // keep needs no write there, not even the removal a refused put makes.
+                    if i > 0 && self.memory.admits(entry.size()) {
+                        self.put_all(entry.clone(), &self.tiers[..i]).await;
+                    }
+                    return Some((entry, tier.name()));
+                }
+                Ok(Some(_dead)) => {
+                    // Past every serve-stale window: worthless, free the space now.
+                    let _ = tier.remove(hash).await;
+                }
+                Ok(None) => {}
+                Err(e) => debug!("cache read from {} failed: {e}", tier.name()),
+            }
+        }
+        None
+    }
+
     async fn put_all(&self, entry: Arc<Entry>, tiers: &[Arc<dyn Tier>]) -> bool {
         let mut stored = false;
         for tier in tiers {
@@ -245,34 +316,18 @@ impl Storage for TieredStorage {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let hash = key.primary_bin();
-        let now = SystemTime::now();
-        let wanted = key.primary_key_str();
-        for (i, tier) in self.tiers.iter().enumerate() {
-            match tier.get(&hash).await {
-                Ok(Some(entry)) if wanted.is_some_and(|k| k != entry.key) => {
-                    warn!(
-                        "{} holds {} under the hash of {:?}",
-                        tier.name(),
-                        entry.key,
-                        wanted
-                    );
-                }
-                Ok(Some(entry)) if entry.usable_until() >= now => {
-                    if i > 0 {
-                        self.put_all(entry.clone(), &self.tiers[..i]).await;
-                    }
-                    let meta = entry.meta();
-                    return Ok(Some((meta, Box::new(EntryHit::new(entry, tier.name())))));
-                }
-                Ok(Some(_dead)) => {
-                    // Past every serve-stale window: worthless, free the space now.
-                    let _ = tier.remove(&hash).await;
-                }
-                Ok(None) => {}
-                Err(e) => debug!("cache read from {} failed: {e}", tier.name()),
-            }
-        }
-        Ok(None)
+        let memory_only = key
+            .extensions
+            .get::<JustLookedUp>()
+            .is_some_and(JustLookedUp::take);
+        let Some((entry, tier)) = self
+            .find_usable(&hash, key.primary_key_str(), SystemTime::now(), memory_only)
+            .await
+        else {
+            return Ok(None);
+        };
+        let meta = entry.meta();
+        Ok(Some((meta, Box::new(EntryHit::new(entry, tier)))))
     }
 
     async fn get_miss_handler(

@@ -12,6 +12,7 @@ mod coordinate;
 mod failure;
 mod memo;
 mod origin;
+mod ready;
 mod throttle;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ pub use board::{FailureBoard, REQUEST_ID_HEADER};
 pub use failure::{Failure, REASON_HEADER};
 use memo::FailureMemo;
 use origin::{Origin, IDLE_TIMEOUT};
+pub use ready::ReadyWhenAccepting;
 pub use throttle::Throttle;
 
 use crate::config::{BodyCheck, Config, Route, SharedConfig, TokenIn};

@@ -404,6 +404,16 @@ impl Proxy {
     }
 }
 
+/// The decoded body of a gzip answer.
+pub fn gunzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut plain)
+        .expect("a gzip body");
+    plain
+}
+
 /// Runs `f` on `n` threads at once (released together) and returns their results.
 pub fn concurrently<T: Send + 'static>(
     n: usize,
