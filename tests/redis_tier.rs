@@ -426,16 +426,9 @@ fn redis_reads_processed(redis: &RedisServer) -> u64 {
         .expect("INFO stats has total_reads_processed")
 }
 
-// One worker thread, one task per read: how the proxy runs its requests.
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn reads_that_come_in_together_reach_redis_as_one_batch() {
-    use pingora::http::ResponseHeader;
+/// A Redis tier connected to `redis`, outside any proxy.
+async fn connected_tier(redis: &RedisServer) -> std::sync::Arc<rentcache::storage::RedisTier> {
     use rentcache::config::{Redis, RedisNodes};
-    use rentcache::storage::{Entry, EntryTimes, RedisTier, Tier};
-    use std::sync::Arc;
-    use std::time::SystemTime;
-
-    let redis = RedisServer::start();
     let cfg = Redis {
         nodes: RedisNodes::Single(redis.url()),
         prefix: "batch:".into(),
@@ -444,9 +437,22 @@ async fn reads_that_come_in_together_reach_redis_as_one_batch() {
         max_object_bytes: 1 << 20,
         lease: Duration::from_secs(5),
     };
-    let tier = RedisTier::new(cfg.clone());
+    let tier = rentcache::storage::RedisTier::new(cfg.clone());
     tier.set_connection(rentcache::storage::redis::connect(&cfg).await.unwrap());
     tier.mark_up();
+    tier
+}
+
+// One worker thread, one task per read: how the proxy runs its requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn reads_that_come_in_together_reach_redis_as_one_batch() {
+    use pingora::http::ResponseHeader;
+    use rentcache::storage::{Entry, EntryTimes, Tier};
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    let redis = RedisServer::start();
+    let tier = connected_tier(&redis).await;
     let now = SystemTime::now();
     let times = EntryTimes {
         fresh_until: now + Duration::from_secs(300),
@@ -528,4 +534,40 @@ routes:
     assert_eq!(status(&stale), "UPDATING");
     assert_eq!(tier(&stale), "redis");
     assert_eq!(stale.body, first.body);
+}
+
+// A batch that fails fails every read in it, and the error counter says so: operators read
+// it against the number of reads, which must not depend on how reads were batched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn every_read_in_a_failed_batch_counts_as_an_error() {
+    use rentcache::storage::Tier;
+    use std::sync::atomic::Ordering;
+
+    let redis = RedisServer::start();
+    let tier = connected_tier(&redis).await;
+    drop(redis);
+    let reader = tier.clone();
+    let got = tokio::spawn(async move {
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let tier = reader.clone();
+                let hash = pingora::cache::key::hash_key(&format!("/p?n={i}"));
+                tokio::spawn(async move { tier.get(&hash).await })
+            })
+            .collect();
+        futures::future::join_all(tasks).await
+    })
+    .await
+    .unwrap();
+    let errors: Vec<String> = got
+        .into_iter()
+        .map(|r| r.unwrap().expect_err("Redis is gone").to_string())
+        .collect();
+    // Reads that came after the first failure were not sent: Redis was known to be down.
+    let sent = errors
+        .iter()
+        .filter(|e| !e.contains("redis is down"))
+        .count();
+    assert!(sent > 1, "no batch was sent: {errors:?}");
+    assert_eq!(tier.counters.errors.load(Ordering::Relaxed), sent as u64);
 }

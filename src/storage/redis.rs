@@ -370,11 +370,19 @@ impl RedisTier {
             }
             Ok(values) => {
                 let e = format!("{} replies to {} reads", values.len(), batch.len());
+                self.counters
+                    .errors
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 for (_, tx) in batch {
                     let _ = tx.send(Err(TierError(e.clone())));
                 }
             }
             Err(e) => {
+                // The error counter counts reads, batched or not: `op` counted this batch
+                // as one failure, and every other read in it failed as well.
+                self.counters
+                    .errors
+                    .fetch_add(batch.len() as u64 - 1, Ordering::Relaxed);
                 for (_, tx) in batch {
                     let _ = tx.send(Err(e.clone()));
                 }
