@@ -551,7 +551,7 @@ async fn every_read_in_a_failed_batch_counts_as_an_error() {
         let tasks: Vec<_> = (0..64)
             .map(|i| {
                 let tier = reader.clone();
-                let hash = pingora::cache::key::hash_key(&format!("/p?n={i}"));
+                let hash = pingora::cache::key::hash_key(format!("/p?n={i}"));
                 tokio::spawn(async move { tier.get(&hash).await })
             })
             .collect();
