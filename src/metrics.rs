@@ -155,7 +155,7 @@ impl Metrics {
             memory_entries: gauge(
                 &r,
                 "rentcache_memory_entries",
-                "Entries held by the memory tier.",
+                "Entries held by the memory tier (encoded copies not counted; their bytes are).",
             ),
             budget_remaining,
             config_reloads: counter_vec(

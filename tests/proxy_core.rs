@@ -465,7 +465,7 @@ fn large_hit_reaches_a_slow_reader_whole_and_keeps_the_connection() {
 #[test]
 fn hits_are_compressed_for_clients_that_accept_it() {
     let sim = Sim::start(&[]);
-    let proxy = Proxy::rentman(&sim, &[]);
+    let proxy = Proxy::rentman(&sim, &[("RENTCACHE_ADMIN_TOKEN", "admin")]);
     let plain = proxy.get(FEATURED);
     assert_eq!(status(&plain), "MISS");
     let url = proxy.url(FEATURED);
@@ -481,6 +481,16 @@ fn hits_are_compressed_for_clients_that_accept_it() {
     assert_eq!(again.header("content-encoding"), Some("gzip"));
     assert!(again.body == zipped.body);
     assert_eq!(sim.api_calls(), 1);
+    // Operators count the answers cached; the copy shows apart, its bytes in the total.
+    let stats = get(
+        &proxy.admin_url("/stats"),
+        &[("authorization", "Bearer admin")],
+    )
+    .json();
+    assert_eq!(stats["tiers"]["memory"]["entries"], 1, "{stats}");
+    assert_eq!(stats["tiers"]["memory"]["encoded_copies"], 1, "{stats}");
+    let bytes = stats["tiers"]["memory"]["bytes"].as_u64().unwrap() as usize;
+    assert!(bytes > plain.body.len() + zipped.body.len(), "{stats}");
     // Outer caches must keep the two apart; the encoded copy's validator is weak.
     assert_eq!(zipped.header("vary"), Some("Accept-Encoding"));
     let plain_hit = proxy.get(FEATURED);

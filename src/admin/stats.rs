@@ -63,7 +63,7 @@ pub async fn stats(h: &Handles) -> Value {
 
     let mem = h.storage.memory().stats_now();
     let mut tiers = json!({
-        "memory": {"entries": mem.entries, "bytes": mem.bytes, "max_bytes": mem.max_bytes},
+        "memory": {"entries": mem.entries, "encoded_copies": mem.copies, "bytes": mem.bytes, "max_bytes": mem.max_bytes},
     });
     if let Some(r) = h.storage.redis() {
         tiers["redis"] = json!({

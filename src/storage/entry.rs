@@ -65,6 +65,9 @@ pub struct Entry {
     /// The body as it arrived, chunk by chunk: stored without copying into one buffer.
     pub body: Vec<Bytes>,
     pub body_len: usize,
+    /// Made by the proxy from another entry (an encoded copy): it weighs on the memory
+    /// budget, but operators count the answers they cached, not the copies.
+    pub derived: bool,
 }
 
 impl Entry {
@@ -89,7 +92,14 @@ impl Entry {
             header,
             body,
             body_len,
+            derived: false,
         }
+    }
+
+    /// This entry, marked as made from another one.
+    pub fn derived(mut self) -> Entry {
+        self.derived = true;
+        self
     }
 
     /// A fresh pingora `CacheMeta` for this entry (pingora's meta is not `Clone`).
@@ -118,6 +128,7 @@ impl Entry {
             header,
             body: self.body.clone(),
             body_len: self.body_len,
+            derived: self.derived,
         }
     }
 

@@ -19,6 +19,7 @@ pub struct MemoryTier {
     max_bytes: u64,
     max_object_bytes: u64,
     entries: AtomicU64,
+    copies: AtomicU64,
     bytes: AtomicU64,
     /// Time origin for `Slot::stored` and `watermark`.
     epoch: Instant,
@@ -66,6 +67,7 @@ impl MemoryTier {
             max_bytes,
             max_object_bytes,
             entries: AtomicU64::new(0),
+            copies: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             epoch: Instant::now(),
             watermark: AtomicU64::new(0),
@@ -74,6 +76,15 @@ impl MemoryTier {
 
     fn now(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// The counter `entry` counts in.
+    fn count_of(&self, entry: &Entry) -> &AtomicU64 {
+        if entry.derived {
+            &self.copies
+        } else {
+            &self.entries
+        }
     }
 
     /// Stops trusting everything stored until now (entries are dropped as they are next
@@ -85,7 +96,7 @@ impl MemoryTier {
     /// Accounts for a slot that left the cache, and frees its entry.
     fn forget(&self, slot: &Slot) {
         if let Some(entry) = slot.entry.swap(None) {
-            self.entries.fetch_sub(1, Ordering::Relaxed);
+            self.count_of(&entry).fetch_sub(1, Ordering::Relaxed);
             self.bytes
                 .fetch_sub(weight_kib(&entry) as u64 * 1024, Ordering::Relaxed);
         }
@@ -113,6 +124,7 @@ impl MemoryTier {
     pub fn stats_now(&self) -> TierStats {
         TierStats {
             entries: self.entries.load(Ordering::Relaxed),
+            copies: self.copies.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             max_bytes: self.max_bytes,
         }
@@ -148,7 +160,7 @@ impl Tier for MemoryTier {
             self.forget(&old);
         }
         let weight = weight_kib(&entry);
-        self.entries.fetch_add(1, Ordering::Relaxed);
+        self.count_of(&entry).fetch_add(1, Ordering::Relaxed);
         self.bytes
             .fetch_add(weight as u64 * 1024, Ordering::Relaxed);
         let slot = Slot {
@@ -174,6 +186,7 @@ impl Tier for MemoryTier {
     fn stats(&self) -> TierStats {
         TierStats {
             entries: self.entries.load(Ordering::Relaxed),
+            copies: self.copies.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             max_bytes: self.max_bytes,
         }

@@ -48,6 +48,8 @@ pub enum Admission {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct TierStats {
     pub entries: u64,
+    /// Encoded copies of entries, not counted in `entries` (their bytes are in `bytes`).
+    pub copies: u64,
     pub bytes: u64,
     pub max_bytes: u64,
 }

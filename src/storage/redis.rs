@@ -702,6 +702,7 @@ impl Tier for RedisTier {
     fn stats(&self) -> TierStats {
         TierStats {
             entries: 0,
+            copies: 0,
             bytes: 0,
             max_bytes: self.cfg.max_object_bytes,
         }
