@@ -126,7 +126,7 @@ pub fn run(opts: SimOptions) -> i32 {
     let addr = sim.listen_address();
     // Pingora binds inside a spawned task and only logs a failure there, which would leave a
     // process that runs but never listens; check first so the caller gets an exit code.
-    if let Err(e) = std::net::TcpListener::bind(&addr) {
+    if let Err(e) = bind_without_listening(&addr) {
         log::error!("cannot listen on {addr}: {e}");
         return 1;
     }
@@ -147,6 +147,25 @@ pub fn run(opts: SimOptions) -> i32 {
 
 /// Turns Pingora's panic on a failed bind (a port taken between our check and its bind)
 /// into a process exit, so a test harness retrying on another port notices.
+/// A socket bound to `addr` that does not listen. A listening check would accept the
+/// connections of a client already waiting for the simulator to come up, then reset them when
+/// it closed, before pingora listened for real.
+fn bind_without_listening(addr: &str) -> std::io::Result<tokio::net::TcpSocket> {
+    use std::net::ToSocketAddrs;
+    let sa = addr.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
+    })?;
+    let socket = if sa.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As pingora binds: a port whose old connections linger in TIME_WAIT is still usable.
+    socket.set_reuseaddr(true)?;
+    socket.bind(sa)?;
+    Ok(socket)
+}
+
 fn exit_if_listener_fails() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -166,6 +185,18 @@ fn exit_if_listener_fails() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bind_check_neither_accepts_nor_misses_a_taken_port() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        assert!(bind_without_listening(&addr).is_err(), "{addr} is taken");
+        drop(taken);
+        let held = bind_without_listening(&addr).expect("free again");
+        // Clients waiting for the simulator must not get in until pingora listens.
+        assert!(std::net::TcpStream::connect(&addr).is_err());
+        drop(held);
+    }
 
     #[test]
     fn listen_address_brackets_ipv6() {
