@@ -145,8 +145,6 @@ pub fn run(opts: SimOptions) -> i32 {
     0
 }
 
-/// Turns Pingora's panic on a failed bind (a port taken between our check and its bind)
-/// into a process exit, so a test harness retrying on another port notices.
 /// A socket bound to `addr` that does not listen. A listening check would accept the
 /// connections of a client already waiting for the simulator to come up, then reset them when
 /// it closed, before pingora listened for real.
@@ -166,6 +164,8 @@ fn bind_without_listening(addr: &str) -> std::io::Result<tokio::net::TcpSocket> 
     Ok(socket)
 }
 
+/// Turns Pingora's panic on a failed bind (a port taken between our check and its bind)
+/// into a process exit, so a test harness retrying on another port notices.
 fn exit_if_listener_fails() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

@@ -184,12 +184,7 @@ impl Tier for MemoryTier {
     }
 
     fn stats(&self) -> TierStats {
-        TierStats {
-            entries: self.entries.load(Ordering::Relaxed),
-            copies: self.copies.load(Ordering::Relaxed),
-            bytes: self.bytes.load(Ordering::Relaxed),
-            max_bytes: self.max_bytes,
-        }
+        self.stats_now()
     }
 }
 
