@@ -12,12 +12,13 @@ use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
 use crate::admin::{Admin, Handles};
 use crate::config::{Config, SharedConfig};
 use crate::metrics::Metrics;
 use crate::proxy::hot::HotKeys;
-use crate::proxy::{Parts, RentCache};
+use crate::proxy::{Front, Parts, RentCache};
 use crate::reload::{ReloadService, Reloader};
 use crate::storage::{MemoryTier, RedisKeeper, RedisTier, TieredStorage};
 use crate::upstream::{self, FailureBoard, Gateway, ReadyWhenAccepting, Secret, Throttle};
@@ -106,8 +107,11 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
         gateway_socket: socket,
         max_object_bytes: max_object,
     });
-    let mut service =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "rentcache");
+    // The front door answers fresh hits itself and hands everything else to the proxy.
+    let mut service = Service::new(
+        "rentcache".to_string(),
+        Front::new(proxy, &server.configuration),
+    );
     for addr in &listen {
         service.add_listener(
             ListenerConfig::tcp(addr.as_str())

@@ -47,6 +47,10 @@ pub struct Ctx {
     pub looked_up: bool,
     /// The tier where the fast path found an entry it left to pingora's path.
     pub found_in: Option<&'static str>,
+    /// The front door routed and looked up this request, then handed it to pingora.
+    pub handed_off: bool,
+    /// A fresh hit the front door prepared but only pingora's writer can send.
+    pub(crate) answer: Option<super::Answer>,
 }
 
 impl Ctx {
@@ -73,6 +77,8 @@ impl Ctx {
             recorded: false,
             looked_up: false,
             found_in: None,
+            handed_off: false,
+            answer: None,
         }
     }
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
 use pingora::proxy::Session;
 use tokio::io::AsyncWriteExt;
 
@@ -68,42 +69,53 @@ pub async fn send(session: &mut Session, header: &ResponseHeader, body: &[Bytes]
     let ServerSession::H1(h1) = session.as_downstream_mut() else {
         return Sent::NotTried;
     };
-    let stream = h1.stream();
-    let fd = stream.id();
-    if stream.get_ssl().is_some() || fd <= 2 {
+    if !writable(h1.stream()) {
         return Sent::NotTried;
     }
-    let head = head_bytes(header, h1.will_keepalive());
-    let mut pieces: Vec<Bytes> = Vec::with_capacity(1 + body.len());
-    pieces.push(head.freeze());
-    pieces.extend(body.iter().filter(|b| !b.is_empty()).cloned());
-
-    // SAFETY: `fd` is the open socket of this session's stream, which outlives this call;
-    // ManuallyDrop keeps this handle from closing it.
-    let socket = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
-    let written = loop {
-        let slices: Vec<IoSlice> = pieces.iter().map(|p| IoSlice::new(p)).collect();
-        match (&*socket).write_vectored(&slices) {
-            Ok(n) => break n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break 0,
-            Err(_) => {
-                h1.set_server_keepalive(None);
-                return Sent::Broken;
-            }
-        }
-    };
-    let rest = skip(pieces, written);
-    if rest.is_empty() {
-        return Sent::Whole;
-    }
-    match write_rest(&socket, rest).await {
+    match write(h1.stream(), header, body, h1.will_keepalive()).await {
         Ok(()) => Sent::Whole,
         Err(_) => {
             h1.set_server_keepalive(None);
             Sent::Broken
         }
     }
+}
+
+/// Whether `stream` is a plain socket this module can write to.
+pub fn writable(stream: &Stream) -> bool {
+    stream.get_ssl().is_none() && stream.id() > 2
+}
+
+/// Writes a whole response to a `writable` stream that holds no unsent bytes. An error
+/// means the client went away or stopped reading mid-response: the connection is done.
+pub async fn write(
+    stream: &Stream,
+    header: &ResponseHeader,
+    body: &[Bytes],
+    keepalive: bool,
+) -> std::io::Result<()> {
+    let head = head_bytes(header, keepalive);
+    let mut pieces: Vec<Bytes> = Vec::with_capacity(1 + body.len());
+    pieces.push(head.freeze());
+    pieces.extend(body.iter().filter(|b| !b.is_empty()).cloned());
+
+    // SAFETY: the descriptor is the open socket of `stream`, which outlives this call;
+    // ManuallyDrop keeps this handle from closing it.
+    let socket = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(stream.id()) });
+    let written = loop {
+        let slices: Vec<IoSlice> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+        match (&*socket).write_vectored(&slices) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break 0,
+            Err(e) => return Err(e),
+        }
+    };
+    let rest = skip(pieces, written);
+    if rest.is_empty() {
+        return Ok(());
+    }
+    write_rest(&socket, rest).await
 }
 
 /// Drops the first `n` bytes of `pieces`.

@@ -9,6 +9,7 @@
 
 mod ctx;
 mod direct;
+mod front;
 mod gzip;
 pub mod hot;
 mod memo;
@@ -33,6 +34,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 pub use ctx::Ctx;
+pub use front::Front;
 
 use crate::config::{BodyCheck, Mode, SharedConfig};
 use crate::metrics::Metrics;
@@ -46,6 +48,8 @@ use crate::upstream::{
 };
 use pingora::protocols::http::conditional_filter::{not_modified_filter, to_304};
 
+/// A handle on the proxy's state: clones share it (the front door holds one).
+#[derive(Clone)]
 pub struct RentCache {
     config: SharedConfig,
     storage: &'static TieredStorage,
@@ -54,14 +58,14 @@ pub struct RentCache {
     throttle: Arc<Throttle>,
     hot: Arc<hot::HotKeys>,
     metrics: Arc<Metrics>,
-    memo: memo::KeyMemo,
-    counters: arc_swap::ArcSwapOption<outcome::Counters>,
+    memo: Arc<memo::KeyMemo>,
+    counters: Arc<arc_swap::ArcSwapOption<outcome::Counters>>,
     /// The origin gateway, over its Unix socket.
     gateway: HttpPeer,
     /// Largest body any tier can keep; larger responses are served but not stored.
     max_object_bytes: usize,
     compression_level: u32,
-    next_id: AtomicU64,
+    next_id: Arc<AtomicU64>,
 }
 
 /// What the proxy is built from.
@@ -75,6 +79,32 @@ pub struct Parts {
     pub hot: Arc<hot::HotKeys>,
     pub gateway_socket: std::path::PathBuf,
     pub max_object_bytes: usize,
+}
+
+/// A fresh hit, ready to write.
+pub(crate) struct Answer {
+    pub header: ResponseHeader,
+    /// The entry whose body goes out; none for an answer without a body (HEAD, 304).
+    pub entry: Option<Arc<crate::storage::Entry>>,
+    /// Only pingora's writer can encode it the way this client asks.
+    pub may_compress: bool,
+}
+
+/// What the front door can do with a request.
+pub(crate) enum Early {
+    /// A fresh hit: write it (the request is counted).
+    Answered(Answer, Box<Ctx>),
+    /// Routed and looked up, and left to pingora's path with what the lookup found.
+    LookedUp(Box<Ctx>),
+    /// Pingora's from the start (no route, a route that stores nothing, a method it
+    /// only passes through).
+    NotHere,
+}
+
+impl Answer {
+    pub fn body(&self) -> &[Bytes] {
+        self.entry.as_ref().map_or(&[], |e| &e.body)
+    }
 }
 
 impl RentCache {
@@ -99,12 +129,12 @@ impl RentCache {
             throttle: p.throttle,
             hot: p.hot,
             metrics: p.metrics,
-            memo: memo::KeyMemo::default(),
-            counters: arc_swap::ArcSwapOption::empty(),
+            memo: Arc::default(),
+            counters: Arc::default(),
             gateway,
             max_object_bytes: p.max_object_bytes,
             compression_level: c.server.compression_level,
-            next_id: AtomicU64::new(1),
+            next_id: Arc::new(AtomicU64::new(1)),
             config: p.config,
         }
     }
@@ -112,21 +142,35 @@ impl RentCache {
     /// The hit path: a fresh entry, in memory or in the shared tier, is written straight from
     /// `request_filter`, without building pingora's cache state for it. Everything else
     /// (misses, stale entries, ranges, background refreshes, keys due for refresh-ahead)
-    /// takes pingora's path. A Redis entry found here is promoted to memory like any lookup
-    /// would, so when a stale one goes on to pingora's path it is not fetched twice (unless
-    /// memory cannot keep it).
+    /// takes pingora's path. Most hits never get here: the front door (`front`) serves them
+    /// before pingora reads the request; this serves the rest (TLS, HTTP/2).
     async fn serve_fresh(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let Some(c) = ctx.canonical.clone() else {
+        let background = session.subrequest_ctx.is_some();
+        let Some(answer) = self
+            .fresh_answer(session.req_header(), background, ctx)
+            .await?
+        else {
             return Ok(false);
         };
-        if ctx.pass_through
-            || session.subrequest_ctx.is_some()
-            || session
-                .req_header()
-                .headers
-                .contains_key(http::header::RANGE)
-        {
-            return Ok(false);
+        self.count(session, ctx);
+        self.write_answer(session, ctx, answer).await
+    }
+
+    /// The answer to a request for a fresh entry, with every header it goes out with, or
+    /// None when pingora's path must answer. A Redis entry found here is promoted to memory
+    /// like any lookup would, so when a stale one goes on to pingora's path it is not fetched
+    /// twice (unless memory cannot keep it); `ctx` records what the lookup found for that path.
+    pub(crate) async fn fresh_answer(
+        &self,
+        req: &RequestHeader,
+        background: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Answer>> {
+        let Some(c) = ctx.canonical.clone() else {
+            return Ok(None);
+        };
+        if ctx.pass_through || background || req.headers.contains_key(http::header::RANGE) {
+            return Ok(None);
         }
         let Some((entry, tier)) = self
             .storage
@@ -134,13 +178,13 @@ impl RentCache {
             .await
         else {
             ctx.looked_up = true;
-            return Ok(false);
+            return Ok(None);
         };
         // After the read: an entry that expired while Redis answered is not fresh.
         let now = SystemTime::now();
         ctx.found_in = Some(tier);
         if !entry.times.is_fresh(now) {
-            return Ok(false);
+            return Ok(None);
         }
         let route = &ctx.config.routes[c.route];
         let due = self.hot.hit(
@@ -155,15 +199,12 @@ impl RentCache {
         );
         if due && self.throttle.spare(&ctx.config.upstream.budget) {
             ctx.refresh_ahead_due = true;
-            return Ok(false);
+            return Ok(None);
         }
         ctx.found_fresh = Some(true);
         ctx.tier = Some(tier);
         ctx.fast_hit = true;
-        let accept = session
-            .req_header()
-            .headers
-            .get(http::header::ACCEPT_ENCODING);
+        let accept = req.headers.get(http::header::ACCEPT_ENCODING);
         let encodable =
             self.compression_level > 0 && encoding::compressible(&entry.header, entry.body_len);
         // Copies are made whole and kept in memory: an entry too large for memory (kept in
@@ -189,25 +230,62 @@ impl RentCache {
             fresh_until: entry.times.fresh_until,
             age,
         };
-        outcome::decorate_with(
-            &mut header,
-            session,
-            ctx,
-            CacheStatus::Hit,
-            Some(clock),
-            false,
-        );
-        let req = session.req_header();
+        outcome::decorate_with(&mut header, req, ctx, CacheStatus::Hit, Some(clock), false);
         let not_modified = not_modified_filter(req, &header);
         if not_modified {
             to_304(&mut header);
         }
         let header_only = not_modified || req.method == http::Method::HEAD || entry.body.is_empty();
         ctx.sent_status = Some(header.status.as_u16());
-        self.count(session, ctx);
-        let body: &[bytes::Bytes] = if header_only { &[] } else { &entry.body };
-        if !may_compress {
-            match direct::send(session, &header, body).await {
+        Ok(Some(Answer {
+            header,
+            entry: (!header_only).then_some(entry),
+            may_compress,
+        }))
+    }
+
+    /// The front door's part of a request (see `front`): a fresh hit, counted, or what
+    /// pingora's path needs to know to take over.
+    pub(crate) async fn answer_early(&self, req: &RequestHeader) -> Early {
+        let mut ctx = Box::new(self.new_ctx());
+        let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let Some(canonical) = self.memo.canonical(
+            &ctx.config,
+            req.uri.path(),
+            req.uri.query(),
+            target,
+            &req.headers,
+        ) else {
+            return Early::NotHere;
+        };
+        let route = &ctx.config.routes[canonical.route];
+        if !route.is_cached() || !routes::allows_method(route, &req.method) {
+            return Early::NotHere;
+        }
+        ctx.canonical = Some(canonical);
+        match self.fresh_answer(req, false, &mut ctx).await {
+            Ok(Some(answer)) if !answer.may_compress => {
+                let from = outcome::Source {
+                    req,
+                    background: false,
+                    coalesced: false,
+                };
+                self.record(from, &mut ctx, CacheStatus::Hit);
+                Early::Answered(answer, ctx)
+            }
+            Ok(answer) => {
+                ctx.handed_off = true;
+                ctx.answer = answer;
+                Early::LookedUp(ctx)
+            }
+            Err(_) => Early::NotHere,
+        }
+    }
+
+    /// Writes an answer from `fresh_answer` through pingora's session (already counted).
+    async fn write_answer(&self, session: &mut Session, ctx: &mut Ctx, a: Answer) -> Result<bool> {
+        if !a.may_compress {
+            match direct::send(session, &a.header, a.body()).await {
                 direct::Sent::Whole => return Ok(true),
                 direct::Sent::Broken => {
                     ctx.client_gone = true;
@@ -216,16 +294,16 @@ impl RentCache {
                 direct::Sent::NotTried => {}
             }
         }
+        let Answer { header, entry, .. } = a;
+        let body = entry.as_ref().map_or(&[][..], |e| &e.body[..]);
         session
-            .write_response_header(Box::new(header), header_only)
+            .write_response_header(Box::new(header), body.is_empty())
             .await?;
-        if !header_only {
-            let last = entry.body.len() - 1;
-            for (i, chunk) in entry.body.iter().enumerate() {
-                session
-                    .write_response_body(Some(chunk.clone()), i == last)
-                    .await?;
-            }
+        let last = body.len().saturating_sub(1);
+        for (i, chunk) in body.iter().enumerate() {
+            session
+                .write_response_body(Some(chunk.clone()), i == last)
+                .await?;
         }
         Ok(true)
     }
@@ -234,12 +312,16 @@ impl RentCache {
     /// a reading of /metrics or /stats taken after a client has its response includes it
     /// (counting in `logging`, which runs after the write, would race with that reading).
     fn count(&self, session: &Session, ctx: &mut Ctx) {
+        let status = outcome::cache_status(session, ctx);
+        self.record(outcome::Source::of(session), ctx, status);
+    }
+
+    fn record(&self, from: outcome::Source, ctx: &mut Ctx, status: CacheStatus) {
         if ctx.recorded {
             return;
         }
         ctx.recorded = true;
-        let status = outcome::cache_status(session, ctx);
-        outcome::record(&self.metrics, &self.counters, session, ctx, status);
+        outcome::record(&self.metrics, &self.counters, from, ctx, status);
     }
 
     /// Answers a CORS preflight; returns whether this request was one.
@@ -304,7 +386,28 @@ impl ProxyHttp for RentCache {
         modules.add_module(ResponseCompressionBuilder::enable(self.compression_level));
     }
 
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+        found: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(found) = found.downcast::<Ctx>() {
+            *ctx = *found;
+        }
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if ctx.handed_off {
+            // Routed and looked up by the front door already.
+            return match ctx.answer.take() {
+                Some(answer) => {
+                    self.count(session, ctx);
+                    self.write_answer(session, ctx, answer).await
+                }
+                None => Ok(false),
+            };
+        }
         let method = session.req_header().method.clone();
         if method == http::Method::OPTIONS && self.preflight(session, ctx).await? {
             return Ok(true);

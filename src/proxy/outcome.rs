@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwapOption;
 use http::header::{HeaderName, HeaderValue};
 use pingora::cache::CachePhase;
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use prometheus::IntCounter;
 
@@ -83,13 +83,13 @@ pub fn decorate(resp: &mut ResponseHeader, session: &Session, ctx: &Ctx, status:
     });
     let stored =
         matches!(status, CacheStatus::Miss | CacheStatus::Expired) && session.cache.enabled();
-    decorate_with(resp, session, ctx, status, clock, stored);
+    decorate_with(resp, session.req_header(), ctx, status, clock, stored);
 }
 
 /// Adds the cache's headers given the facts about the entry (`stored`: a fill in progress).
 pub fn decorate_with(
     resp: &mut ResponseHeader,
-    session: &Session,
+    req: &RequestHeader,
     ctx: &Ctx,
     status: CacheStatus,
     clock: Option<EntryClock>,
@@ -140,17 +140,16 @@ pub fn decorate_with(
             let _ = resp.insert_header(http::header::WARNING, v);
         }
     }
-    add_cors(resp, session, ctx);
+    add_cors(resp, req, ctx);
 }
 
 /// CORS headers for an allowed `Origin` (on every response, errors included, so that
 /// scripts can read them).
-pub fn add_cors(resp: &mut ResponseHeader, session: &Session, ctx: &Ctx) {
+pub fn add_cors(resp: &mut ResponseHeader, req: &RequestHeader, ctx: &Ctx) {
     if ctx.config.cors.allowed_origins.is_empty() && !ctx.config.cors.any_origin {
         return;
     }
-    let origin = session
-        .req_header()
+    let origin = req
         .headers
         .get(http::header::ORIGIN)
         .and_then(|v| v.to_str().ok());
@@ -194,27 +193,41 @@ impl Counters {
     }
 }
 
+/// Where a request came from and what pingora did for it, as far as counting goes.
+pub struct Source<'a> {
+    pub req: &'a RequestHeader,
+    /// A background refresh pingora started: its own request, not a client's.
+    pub background: bool,
+    /// It waited on another request's fill.
+    pub coalesced: bool,
+}
+
+impl<'a> Source<'a> {
+    pub fn of(session: &'a Session) -> Source<'a> {
+        Source {
+            req: session.req_header(),
+            background: session.subrequest_ctx.is_some(),
+            coalesced: session.cache.lock_duration().is_some(),
+        }
+    }
+}
+
 /// Counts one request; called once per request, just before the last byte of its answer leaves.
 pub fn record(
     metrics: &Metrics,
     cache: &ArcSwapOption<Counters>,
-    session: &Session,
+    from: Source,
     ctx: &Ctx,
     status: CacheStatus,
 ) {
-    if session
-        .req_header()
-        .headers
-        .contains_key(crate::warm::WARM_HEADER)
-    {
+    if from.req.headers.contains_key(crate::warm::WARM_HEADER) {
         metrics
             .background_refreshes
             .with_label_values(&["warm"])
             .inc();
         return;
     }
-    if session.subrequest_ctx.is_some() {
-        // A background refresh: its own request, not a client's.
+    if from.background {
         let kind = if ctx.found_fresh == Some(true) {
             "refresh_ahead"
         } else {
@@ -255,7 +268,7 @@ pub fn record(
             .inc(),
         _ => {}
     }
-    if session.cache.lock_duration().is_some() {
+    if from.coalesced {
         metrics.coalesced.inc();
     }
 }
