@@ -414,6 +414,112 @@ fn read_response(conn: &mut std::net::TcpStream) -> (String, Vec<u8>) {
     (head, body)
 }
 
+/// Reads one answer to a HEAD request (a head with a `Content-Length` but no body).
+fn read_head_only(conn: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            conn.read(&mut byte).unwrap(),
+            1,
+            "connection closed in the head"
+        );
+        buf.push(byte[0]);
+    }
+    String::from_utf8(buf).unwrap().to_ascii_lowercase()
+}
+
+/// Hits are answered before pingora sees them, everything else by pingora's proxy: on one
+/// connection, with the requests pipelined in one write, every answer comes back in order,
+/// and the connection returns to the hit path after each request pingora answers.
+#[test]
+fn pipelined_hits_misses_and_errors_are_answered_in_order_on_one_connection() {
+    use std::io::{Read, Write};
+    let sim = Sim::start(&[]);
+    let proxy = Proxy::rentman(&sim, &[]);
+    let warm = proxy.get(FEATURED);
+    assert_eq!(status(&warm), "MISS");
+    let other = "/propertyadvertising.php?propref=3&noimage=1";
+    let addr = proxy.url("").trim_start_matches("http://").to_string();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let get = |target: &str| format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let pipelined = [
+        get(FEATURED),
+        get(other),
+        format!("HEAD {FEATURED} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        get("/nowhere"),
+        get(other),
+        format!("GET {FEATURED} HTTP/1.0\r\n\r\n"),
+    ]
+    .concat();
+    conn.write_all(pipelined.as_bytes()).unwrap();
+
+    let cache_status = |head: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix("x-cache-status: "))
+            .map(str::to_string)
+    };
+    let (head, body) = read_response(&mut conn);
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(cache_status(&head).as_deref(), Some("hit"), "{head}");
+    assert!(head.contains("connection: keep-alive"), "{head}");
+    assert!(body == warm.body);
+
+    let (head, miss_body) = read_response(&mut conn);
+    let head = head.to_ascii_lowercase();
+    assert_eq!(cache_status(&head).as_deref(), Some("miss"), "{head}");
+
+    let head = read_head_only(&mut conn);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(cache_status(&head).as_deref(), Some("hit"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}", warm.body.len())),
+        "{head}"
+    );
+
+    let (head, body) = read_response(&mut conn);
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("no_route"));
+
+    let (head, body) = read_response(&mut conn);
+    let head = head.to_ascii_lowercase();
+    assert_eq!(cache_status(&head).as_deref(), Some("hit"), "{head}");
+    assert!(body == miss_body);
+
+    // HTTP/1.0 without keep-alive: answered, then closed.
+    let (head, body) = read_response(&mut conn);
+    let head = head.to_ascii_lowercase();
+    assert_eq!(cache_status(&head).as_deref(), Some("hit"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(body == warm.body);
+    let mut rest = Vec::new();
+    assert_eq!(
+        conn.read_to_end(&mut rest).unwrap(),
+        0,
+        "bytes after the last answer"
+    );
+
+    assert_eq!(sim.api_calls(), 2);
+}
+
+/// A hit for a client that takes a coding rentcache keeps no copies in (brotli) is encoded
+/// by pingora's compression module on the way out: still a hit, with no upstream call.
+#[test]
+fn hits_in_codings_without_kept_copies_are_encoded_on_the_way_out() {
+    let sim = Sim::start(&[]);
+    let proxy = Proxy::rentman(&sim, &[]);
+    assert_eq!(status(&proxy.get(FEATURED)), "MISS");
+    let r = get(&proxy.url(FEATURED), &[("accept-encoding", "br")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(status(&r), "HIT");
+    assert_eq!(r.header("content-encoding"), Some("br"));
+    assert_eq!(sim.api_calls(), 1);
+}
+
 #[test]
 fn large_hit_reaches_a_slow_reader_whole_and_keeps_the_connection() {
     use std::io::{Read, Write};

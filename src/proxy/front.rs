@@ -56,9 +56,13 @@ struct Plain {
     keepalive: bool,
 }
 
+// Made and taken apart once per request: boxing the large variant would only add an
+// allocation to every hit.
+#[allow(clippy::large_enum_variant)]
 enum Head {
-    /// A complete head of this many bytes, and the request if it is plain enough.
-    Complete(usize, Option<Plain>),
+    /// A complete head of this many bytes, whether the request ends with it, and the
+    /// request if it is plain enough.
+    Complete(usize, bool, Option<Plain>),
     /// Not something to parse here (malformed, too large): pingora's to answer.
     Unreadable,
     /// Closed, idle too long, or the server is shutting down between requests.
@@ -79,10 +83,10 @@ impl ServerApp for Front {
         let mut shutdown = shutdown.clone();
         let mut buf = BytesMut::with_capacity(READ_BUF);
         loop {
-            let (len, plain) = match read_head(&mut stream, &mut buf, &mut shutdown).await {
+            let (len, whole, plain) = match read_head(&mut stream, &mut buf, &mut shutdown).await {
                 Head::Gone => return None,
-                Head::Unreadable => (0, None),
-                Head::Complete(len, plain) => (len, plain),
+                Head::Unreadable => (0, false, None),
+                Head::Complete(len, whole, plain) => (len, whole, plain),
             };
             let mut handoff = None;
             if let Some(Plain { req, keepalive }) = plain {
@@ -97,7 +101,11 @@ impl ServerApp for Front {
                             ctx.key(),
                             answer.header.status.as_u16(),
                             ctx.started.elapsed(),
-                            if sent.is_ok() { "" } else { " (client gone mid-response)" }
+                            if sent.is_ok() {
+                                ""
+                            } else {
+                                " (client gone mid-response)"
+                            }
                         );
                         if sent.is_err() {
                             return None;
@@ -113,8 +121,19 @@ impl ServerApp for Front {
                     Early::NotHere => {}
                 }
             }
-            stream = self.hand_off(stream, buf.split(), handoff, &shutdown).await?;
-            buf.reserve(READ_BUF);
+            // Pingora gets this request's bytes; pipelined requests after it stay here
+            // (pingora would not reuse a connection it had read past a request on).
+            let prefix = if whole {
+                buf.split_to(len)
+            } else {
+                buf.split()
+            };
+            stream = self.hand_off(stream, prefix, handoff, &shutdown).await?;
+            if buf.capacity() < READ_BUF {
+                let mut fresh = BytesMut::with_capacity(READ_BUF);
+                fresh.extend_from_slice(&buf);
+                buf = fresh;
+            }
         }
     }
 
@@ -159,7 +178,7 @@ async fn read_head(stream: &mut Stream, buf: &mut BytesMut, shutdown: &mut Shutd
             let mut parsed = httparse::Request::new(&mut headers);
             match parsed.parse(buf) {
                 Ok(httparse::Status::Complete(len)) => {
-                    return Head::Complete(len, plain_request(&parsed))
+                    return Head::Complete(len, ends_with_head(&parsed), plain_request(&parsed))
                 }
                 Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
                 _ => return Head::Unreadable,
@@ -182,6 +201,20 @@ async fn read_head(stream: &mut Stream, buf: &mut BytesMut, shutdown: &mut Shutd
             _ => return Head::Gone,
         }
     }
+}
+
+/// Whether a request is all in its head: no body follows, and the connection stays HTTP.
+fn ends_with_head(parsed: &httparse::Request) -> bool {
+    parsed.method != Some("CONNECT")
+        && parsed.headers.iter().all(|h| {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"content-length") {
+                h.value == b"0"
+            } else {
+                !name.eq_ignore_ascii_case(b"transfer-encoding")
+                    && !name.eq_ignore_ascii_case(b"upgrade")
+            }
+        })
 }
 
 /// The request, if nothing about it needs more than a cache lookup.
@@ -243,7 +276,11 @@ mod tests {
         assert_eq!(p.req.method, http::Method::GET);
         assert_eq!(p.req.uri.query(), Some("b=1"));
         assert_eq!(p.req.headers["accept-encoding"], "gzip");
-        assert!(!parse("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").unwrap().keepalive);
+        assert!(
+            !parse("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n")
+                .unwrap()
+                .keepalive
+        );
         assert!(!parse("HEAD / HTTP/1.0\r\n\r\n").unwrap().keepalive);
         let p = parse("HEAD / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
         assert!(p.keepalive);
