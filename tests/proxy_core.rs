@@ -503,6 +503,11 @@ fn pipelined_hits_misses_and_errors_are_answered_in_order_on_one_connection() {
         "bytes after the last answer"
     );
 
+    // What pingora refuses, the front door does not answer either, hit or not.
+    let twice =
+        format!("GET {FEATURED} HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n");
+    let answer = raw_http(proxy.port, &twice);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert_eq!(sim.api_calls(), 2);
 }
 

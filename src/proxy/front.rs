@@ -28,8 +28,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{direct, Early, RentCache};
 
-/// How long a connection may sit without a complete request: pingora's keep-alive timeout,
-/// and nginx's `client_header_timeout`.
+/// How long a connection may sit without a complete request (nginx's `client_header_timeout`;
+/// pingora's own HTTP/1 sessions wait between requests without limit).
 const IDLE: Duration = Duration::from_secs(60);
 /// A request head larger than this, or with more headers, is left to pingora (which
 /// answers it, or refuses it with the right status).
@@ -111,6 +111,9 @@ impl ServerApp for Front {
                             return None;
                         }
                         buf.advance(len);
+                        // Pipelined requests already read are answered without waiting on
+                        // the socket: let other connections in between, as pingora does.
+                        tokio::task::consume_budget().await;
                         if !keepalive {
                             let _ = stream.shutdown().await;
                             return None;
@@ -121,8 +124,10 @@ impl ServerApp for Front {
                     Early::NotHere => {}
                 }
             }
-            // Pingora gets this request's bytes; pipelined requests after it stay here
-            // (pingora would not reuse a connection it had read past a request on).
+            // Pingora gets this request's bytes; pipelined requests after it, as far as they
+            // have been read, stay here (pingora would not reuse a connection it had read
+            // past a request on; bytes still in the socket when it looks make it close the
+            // connection after its answer, as it does without the front door).
             let prefix = if whole {
                 buf.split_to(len)
             } else {
@@ -183,21 +188,21 @@ async fn read_head(stream: &mut Stream, buf: &mut BytesMut, shutdown: &mut Shutd
                 Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
                 _ => return Head::Unreadable,
             }
-        } else if *shutdown.borrow() {
+        }
+        if *shutdown.borrow() {
             return Head::Gone;
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_BUF);
         }
-        let waiting = buf.is_empty();
+        // A head still incomplete at the deadline, like an idle connection, is closed.
         let read = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return Head::Gone,
             r = tokio::time::timeout_at(deadline, stream.read_buf(buf)) => r,
-            _ = shutdown.changed(), if waiting => return Head::Gone,
         };
         match read {
             Ok(Ok(n)) if n > 0 => {}
-            // A partial head that stops coming is pingora's to refuse.
-            Err(_) if !buf.is_empty() => return Head::Unreadable,
             _ => return Head::Gone,
         }
     }
@@ -254,6 +259,8 @@ fn plain_request(parsed: &httparse::Request) -> Option<Plain> {
         let value = HeaderValue::from_bytes(h.value).ok()?;
         req.append_header(name, value).ok()?;
     }
+    // Pingora refuses an ambiguous authority (two Host lines, userinfo) with a 400.
+    pingora::protocols::http::authority::validate_request_authority(&req).ok()?;
     let keepalive = !close && (http11 || keep_alive);
     Some(Plain { req, keepalive })
 }
@@ -299,6 +306,8 @@ mod tests {
             "GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
             "GET / HTTP/1.1\r\nRange: bytes=0-1\r\n\r\n",
             "GET http://example.com/ HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: user@a\r\n\r\n",
         ] {
             assert!(parse(text).is_none(), "{text:?}");
         }
