@@ -40,7 +40,16 @@ pub enum Sent {
 
 /// Serialises a response header as HTTP/1 with the headers pingora's writer would add
 /// (`Date`, `Connection`), into a buffer that leaves room for nothing else.
-fn head_bytes(header: &ResponseHeader, keepalive: bool) -> BytesMut {
+pub fn head_bytes(header: &ResponseHeader, keepalive: bool) -> BytesMut {
+    head_bytes_dated(
+        header,
+        keepalive,
+        pingora::protocols::http::date::get_cached_date().as_bytes(),
+    )
+}
+
+/// `head_bytes` with the given `Date`.
+pub fn head_bytes_dated(header: &ResponseHeader, keepalive: bool, date: &[u8]) -> BytesMut {
     let mut buf = BytesMut::with_capacity(64 + header.headers.len() * 48);
     buf.put_slice(match header.version {
         http::Version::HTTP_10 => b"HTTP/1.0 ",
@@ -54,7 +63,7 @@ fn head_bytes(header: &ResponseHeader, keepalive: bool) -> BytesMut {
     buf.put_slice(b"\r\n");
     header.header_to_h1_wire(&mut buf);
     buf.put_slice(b"date: ");
-    buf.put_slice(pingora::protocols::http::date::get_cached_date().as_bytes());
+    buf.put_slice(date);
     buf.put_slice(if keepalive {
         b"\r\nconnection: keep-alive\r\n\r\n"
     } else {
@@ -94,9 +103,13 @@ pub async fn write(
     body: &[Bytes],
     keepalive: bool,
 ) -> std::io::Result<()> {
-    let head = head_bytes(header, keepalive);
+    write_head(stream, head_bytes(header, keepalive).freeze(), body).await
+}
+
+/// `write` for a head already serialised.
+pub async fn write_head(stream: &Stream, head: Bytes, body: &[Bytes]) -> std::io::Result<()> {
     let mut pieces: Vec<Bytes> = Vec::with_capacity(1 + body.len());
-    pieces.push(head.freeze());
+    pieces.push(head);
     pieces.extend(body.iter().filter(|b| !b.is_empty()).cloned());
 
     // SAFETY: the descriptor is the open socket of `stream`, which outlives this call;

@@ -91,15 +91,20 @@ impl ServerApp for Front {
             let mut handoff = None;
             if let Some(Plain { req, keepalive }) = plain {
                 let keepalive = keepalive && !*shutdown.borrow();
-                match self.cache.answer_early(&req).await {
-                    Early::Answered(answer, ctx) => {
-                        let sent =
-                            direct::write(&stream, &answer.header, answer.body(), keepalive).await;
+                match self.cache.answer_early(&req, keepalive).await {
+                    Early::Answered {
+                        head,
+                        body,
+                        status,
+                        ctx,
+                    } => {
+                        let body = body.as_ref().map_or(&[][..], |e| &e.body[..]);
+                        let sent = direct::write_head(&stream, head, body).await;
                         debug!(
                             "{} {} -> {} HIT in {:?}{}",
                             req.method,
                             ctx.key(),
-                            answer.header.status.as_u16(),
+                            status,
                             ctx.started.elapsed(),
                             if sent.is_ok() {
                                 ""

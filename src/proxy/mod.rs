@@ -18,7 +18,7 @@ mod reply;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -41,7 +41,9 @@ use crate::metrics::Metrics;
 use crate::policy::cors::{self, Preflight};
 use crate::policy::outer::CacheStatus;
 use crate::policy::{body, encoding, freshness, key, routes, validators};
-use crate::storage::{served_from, FillInfo, JustLookedUp, SharedCopy, TieredStorage};
+use crate::storage::{
+    served_from, FillInfo, JustLookedUp, RenderedHead, SharedCopy, TieredStorage,
+};
 use crate::upstream::{
     FailureBoard, Throttle, FILL_HEADER, KEY_HEADER, RELAYED_HEADER, REQUEST_ID_HEADER,
     ROUTE_HEADER,
@@ -95,13 +97,36 @@ pub(crate) struct Answer {
 // allocation to every hit.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Early {
-    /// A fresh hit: write it (the request is counted).
-    Answered(Answer, Box<Ctx>),
+    /// A fresh hit, counted: write `head` and the entry's body (none for HEAD, 304...).
+    Answered {
+        head: Bytes,
+        body: Option<Arc<crate::storage::Entry>>,
+        status: u16,
+        ctx: Box<Ctx>,
+    },
     /// Routed and looked up, and left to pingora's path with what the lookup found.
     LookedUp(Box<Ctx>),
     /// Pingora's from the start (no route, a route that stores nothing, a method it
     /// only passes through).
     NotHere,
+}
+
+/// A fresh entry found for a request, in the form this client takes it.
+struct Found {
+    entry: Arc<crate::storage::Entry>,
+    /// A coding may apply to it (its answers vary on `Accept-Encoding`).
+    encodable: bool,
+    /// Only pingora's writer can encode it the way this client asks.
+    may_compress: bool,
+}
+
+/// Whether an answer depends on nothing in the request but its target and method: no CORS
+/// origin to echo, no validator that could make it a 304.
+fn renders_alike(req: &RequestHeader) -> bool {
+    let h = &req.headers;
+    !h.contains_key(http::header::ORIGIN)
+        && !h.contains_key(http::header::IF_NONE_MATCH)
+        && !h.contains_key(http::header::IF_MODIFIED_SINCE)
 }
 
 impl Answer {
@@ -160,20 +185,33 @@ impl RentCache {
     }
 
     /// The answer to a request for a fresh entry, with every header it goes out with, or
-    /// None when pingora's path must answer. A Redis entry found here is promoted to memory
-    /// like any lookup would, so when a stale one goes on to pingora's path it is not fetched
-    /// twice (unless memory cannot keep it); `ctx` records what the lookup found for that path.
+    /// None when pingora's path must answer.
     pub(crate) async fn fresh_answer(
         &self,
         req: &RequestHeader,
         background: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Answer>> {
-        let Some(c) = ctx.canonical.clone() else {
+        let Some(found) = self.find_fresh(req, background, ctx).await else {
             return Ok(None);
         };
+        self.answer_for(req, ctx, found, SystemTime::now())
+            .map(Some)
+    }
+
+    /// A fresh entry for a request, in the form this client takes it, or None when pingora's
+    /// path must answer. A Redis entry found here is promoted to memory like any lookup
+    /// would, so when a stale one goes on to pingora's path it is not fetched twice (unless
+    /// memory cannot keep it); `ctx` records what the lookup found for that path.
+    async fn find_fresh(
+        &self,
+        req: &RequestHeader,
+        background: bool,
+        ctx: &mut Ctx,
+    ) -> Option<Found> {
+        let c = ctx.canonical.clone()?;
         if ctx.pass_through || background || req.headers.contains_key(http::header::RANGE) {
-            return Ok(None);
+            return None;
         }
         let Some((entry, tier)) = self
             .storage
@@ -181,13 +219,13 @@ impl RentCache {
             .await
         else {
             ctx.looked_up = true;
-            return Ok(None);
+            return None;
         };
         // After the read: an entry that expired while Redis answered is not fresh.
         let now = SystemTime::now();
         ctx.found_in = Some(tier);
         if !entry.times.is_fresh(now) {
-            return Ok(None);
+            return None;
         }
         let route = &ctx.config.routes[c.route];
         let due = self.hot.hit(
@@ -202,7 +240,7 @@ impl RentCache {
         );
         if due && self.throttle.spare(&ctx.config.upstream.budget) {
             ctx.refresh_ahead_due = true;
-            return Ok(None);
+            return None;
         }
         ctx.found_fresh = Some(true);
         ctx.tier = Some(tier);
@@ -223,6 +261,26 @@ impl RentCache {
         } else {
             entry
         };
+        Some(Found {
+            entry,
+            encodable,
+            may_compress,
+        })
+    }
+
+    /// The answer for a fresh entry `find_fresh` found, its headers as of `now`.
+    fn answer_for(
+        &self,
+        req: &RequestHeader,
+        ctx: &mut Ctx,
+        found: Found,
+        now: SystemTime,
+    ) -> Result<Answer> {
+        let Found {
+            entry,
+            encodable,
+            may_compress,
+        } = found;
         let age = entry.age(now);
         let mut header = entry.header.clone();
         if encodable {
@@ -233,23 +291,39 @@ impl RentCache {
             fresh_until: entry.times.fresh_until,
             age,
         };
-        outcome::decorate_with(&mut header, req, ctx, CacheStatus::Hit, Some(clock), false);
+        outcome::decorate_with(
+            &mut header,
+            req,
+            ctx,
+            CacheStatus::Hit,
+            Some(clock),
+            false,
+            now,
+        );
         let not_modified = not_modified_filter(req, &header);
         if not_modified {
             to_304(&mut header);
         }
         let header_only = not_modified || req.method == http::Method::HEAD || entry.body.is_empty();
         ctx.sent_status = Some(header.status.as_u16());
-        Ok(Some(Answer {
+        Ok(Answer {
             header,
             entry: (!header_only).then_some(entry),
             may_compress,
-        }))
+        })
     }
 
-    /// The front door's part of a request (see `front`): a fresh hit, counted, or what
-    /// pingora's path needs to know to take over.
-    pub(crate) async fn answer_early(&self, req: &RequestHeader) -> Early {
+    /// The front door's part of a request (see `front`): a fresh hit, counted, with its
+    /// head ready to send, or what pingora's path needs to know to take over.
+    ///
+    /// Most hits are for a few hot entries, and everything in their heads but `Date`, `Age`
+    /// and the remaining lifetimes is the same every time: an answer that depends on nothing
+    /// else in the request (no `Origin`, no conditional header) is rendered once per entry
+    /// and second, as of the start of that second, and kept with the entry. Ages and
+    /// lifetimes are whole seconds in HTTP; this makes them at most one second younger and
+    /// one second longer to live than to the nanosecond, as a cache that reads the clock
+    /// once a second reports them. Whether the entry is fresh is decided to the nanosecond.
+    pub(crate) async fn answer_early(&self, req: &RequestHeader, keepalive: bool) -> Early {
         let mut ctx = Box::new(self.new_ctx());
         let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let Some(canonical) = self.memo.canonical(
@@ -266,22 +340,66 @@ impl RentCache {
             return Early::NotHere;
         }
         ctx.canonical = Some(canonical);
-        match self.fresh_answer(req, false, &mut ctx).await {
-            Ok(Some(answer)) if !answer.may_compress => {
-                let from = outcome::Source {
-                    req,
-                    background: false,
-                    coalesced: false,
-                };
-                self.record(from, &mut ctx, CacheStatus::Hit);
-                Early::Answered(answer, ctx)
+        let Some(found) = self.find_fresh(req, false, &mut ctx).await else {
+            ctx.handed_off = true;
+            return Early::LookedUp(ctx);
+        };
+        let (head, body, status) = if !found.may_compress && renders_alike(req) {
+            let body = (req.method != http::Method::HEAD && !found.entry.body.is_empty())
+                .then(|| found.entry.clone());
+            let since_epoch = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let key = [
+                since_epoch.as_secs(),
+                Arc::as_ptr(&ctx.config) as usize as u64,
+                u64::from(ctx.tier == Some("redis")) | (u64::from(keepalive) << 1),
+            ];
+            let kept = found.entry.rendered.load();
+            match kept.as_deref().filter(|r| r.key == key) {
+                Some(r) => (r.bytes.clone(), body, r.status),
+                None => {
+                    let entry = found.entry.clone();
+                    let second = UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs());
+                    let Ok(answer) = self.answer_for(req, &mut ctx, found, second) else {
+                        return Early::NotHere;
+                    };
+                    let date = httpdate::fmt_http_date(second);
+                    let head = direct::head_bytes_dated(&answer.header, keepalive, date.as_bytes())
+                        .freeze();
+                    let status = answer.header.status.as_u16();
+                    entry.rendered.store(Some(Arc::new(RenderedHead {
+                        key,
+                        status,
+                        bytes: head.clone(),
+                    })));
+                    (head, body, status)
+                }
             }
-            Ok(answer) => {
+        } else {
+            let Ok(answer) = self.answer_for(req, &mut ctx, found, SystemTime::now()) else {
+                return Early::NotHere;
+            };
+            if answer.may_compress {
                 ctx.handed_off = true;
-                ctx.answer = answer;
-                Early::LookedUp(ctx)
+                ctx.answer = Some(answer);
+                return Early::LookedUp(ctx);
             }
-            Err(_) => Early::NotHere,
+            let head = direct::head_bytes(&answer.header, keepalive).freeze();
+            (head, answer.entry, answer.header.status.as_u16())
+        };
+        ctx.sent_status = Some(status);
+        let from = outcome::Source {
+            req,
+            background: false,
+            coalesced: false,
+        };
+        self.record(from, &mut ctx, CacheStatus::Hit);
+        Early::Answered {
+            head,
+            body,
+            status,
+            ctx,
         }
     }
 

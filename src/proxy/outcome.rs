@@ -83,10 +83,20 @@ pub fn decorate(resp: &mut ResponseHeader, session: &Session, ctx: &Ctx, status:
     });
     let stored =
         matches!(status, CacheStatus::Miss | CacheStatus::Expired) && session.cache.enabled();
-    decorate_with(resp, session.req_header(), ctx, status, clock, stored);
+    decorate_with(
+        resp,
+        session.req_header(),
+        ctx,
+        status,
+        clock,
+        stored,
+        SystemTime::now(),
+    );
 }
 
-/// Adds the cache's headers given the facts about the entry (`stored`: a fill in progress).
+/// Adds the cache's headers given the facts about the entry (`stored`: a fill in progress),
+/// as of `now`.
+#[allow(clippy::too_many_arguments)]
 pub fn decorate_with(
     resp: &mut ResponseHeader,
     req: &RequestHeader,
@@ -94,9 +104,9 @@ pub fn decorate_with(
     status: CacheStatus,
     clock: Option<EntryClock>,
     stored: bool,
+    now: SystemTime,
 ) {
     resp.remove_header(&REASON);
-    let now = SystemTime::now();
     let _ = resp.insert_header(
         X_CACHE_STATUS.clone(),
         HeaderValue::from_static(status.as_str()),

@@ -54,6 +54,15 @@ pub fn footprint(n: usize) -> usize {
     (n + step - 1) & !(step - 1)
 }
 
+/// A response head the proxy rendered for an entry, with what it was rendered for. Storage
+/// only keeps it with its entry, so that it goes when the entry goes.
+#[derive(Debug)]
+pub struct RenderedHead {
+    pub key: [u64; 3],
+    pub status: u16,
+    pub bytes: Bytes,
+}
+
 #[derive(Debug)]
 pub struct Entry {
     /// The canonical key, kept to tell apart keys whose hashes collide in a tier and to
@@ -68,6 +77,8 @@ pub struct Entry {
     /// Made by the proxy from another entry (an encoded copy): it weighs on the memory
     /// budget, but operators count the answers they cached, not the copies.
     pub derived: bool,
+    /// The last head the proxy sent this entry with (see `RenderedHead`).
+    pub rendered: arc_swap::ArcSwapOption<RenderedHead>,
 }
 
 impl Entry {
@@ -93,6 +104,7 @@ impl Entry {
             body,
             body_len,
             derived: false,
+            rendered: Default::default(),
         }
     }
 
@@ -129,6 +141,7 @@ impl Entry {
             body: self.body.clone(),
             body_len: self.body_len,
             derived: self.derived,
+            rendered: Default::default(),
         }
     }
 
@@ -141,7 +154,9 @@ impl Entry {
             .map(|(k, v)| k.as_str().len() + v.len() + 48)
             .sum();
         let body: usize = self.body.iter().map(|b| footprint(b.len())).sum();
-        body + headers + self.key.len() + 256
+        // The head rendered to send it: the stored headers' text and the ones each answer adds.
+        let rendered = headers + 384;
+        body + headers + rendered + self.key.len() + 256
     }
 
     /// Until when the entry is worth keeping: its serve-stale windows, and, when the origin

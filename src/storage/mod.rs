@@ -18,7 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::cache::key::HashBinary;
 
-pub use entry::{Entry, EntryTimes};
+pub use entry::{Entry, EntryTimes, RenderedHead};
 pub use index::TagIndex;
 pub use keeper::RedisKeeper;
 pub use memory::MemoryTier;
