@@ -210,6 +210,45 @@ fn if_none_match_gets_304_from_the_cache() {
     assert_eq!(sim.api_calls(), 1);
 }
 
+/// A hit's head is kept with its entry for the requests that all get the same one: a request
+/// with an `Origin` or a validator gets its own (CORS headers, a 304), and never leaves it
+/// behind for the next plain request.
+#[test]
+fn kept_heads_are_only_reused_for_requests_they_fit() {
+    let sim = Sim::start(&[]);
+    let config = shipped_config().replace(
+        "allowed_origins: []",
+        "allowed_origins: [\"https://agent.example\"]",
+    );
+    let proxy = Proxy::start(&config, &sim.base(), &[]);
+    let url = proxy.url(FEATURED);
+    assert_eq!(status(&proxy.get(FEATURED)), "MISS");
+    let plain = proxy.get(FEATURED);
+    assert_eq!(status(&plain), "HIT");
+    assert_eq!(plain.header("access-control-allow-origin"), None);
+    let etag = plain.header("etag").expect("etag").to_string();
+
+    let cors = get(&url, &[("origin", "https://agent.example")]);
+    assert_eq!(status(&cors), "HIT");
+    assert_eq!(
+        cors.header("access-control-allow-origin"),
+        Some("https://agent.example")
+    );
+    let again = proxy.get(FEATURED);
+    assert_eq!(again.header("access-control-allow-origin"), None);
+
+    let revalidated = get(&url, &[("if-none-match", &etag)]);
+    assert_eq!(revalidated.status, 304);
+    let again = proxy.get(FEATURED);
+    assert_eq!(again.status, 200);
+    assert_eq!(again.header("etag"), Some(etag.as_str()));
+    assert!(again.body == plain.body);
+    for name in ["content-length", "content-type", "x-cache-status", "vary"] {
+        assert_eq!(again.header(name), plain.header(name), "{name}");
+    }
+    assert_eq!(sim.api_calls(), 1);
+}
+
 #[test]
 fn cors_preflight_is_answered_by_the_proxy() {
     let sim = Sim::start(&[]);
