@@ -325,14 +325,7 @@ impl RentCache {
     /// once a second reports them. Whether the entry is fresh is decided to the nanosecond.
     pub(crate) async fn answer_early(&self, req: &RequestHeader, keepalive: bool) -> Early {
         let mut ctx = Box::new(self.new_ctx());
-        let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let Some(canonical) = self.memo.canonical(
-            &ctx.config,
-            req.uri.path(),
-            req.uri.query(),
-            target,
-            &req.headers,
-        ) else {
+        let Some(canonical) = self.canonical(&ctx.config, req) else {
             return Early::NotHere;
         };
         let route = &ctx.config.routes[canonical.route];
@@ -427,6 +420,22 @@ impl RentCache {
                 .await?;
         }
         Ok(true)
+    }
+
+    /// The canonical form of a request under `config` (None: no route takes it).
+    fn canonical(
+        &self,
+        config: &Arc<crate::config::Config>,
+        req: &RequestHeader,
+    ) -> Option<Arc<key::Canonical>> {
+        let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        self.memo.canonical(
+            config,
+            req.uri.path(),
+            req.uri.query(),
+            target,
+            &req.headers,
+        )
     }
 
     /// Counts this request in the metrics, once, before the last byte of its answer leaves:
@@ -534,14 +543,7 @@ impl ProxyHttp for RentCache {
             return Ok(true);
         }
         let req = session.req_header();
-        let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let Some(canonical) = self.memo.canonical(
-            &ctx.config,
-            req.uri.path(),
-            req.uri.query(),
-            target,
-            &req.headers,
-        ) else {
+        let Some(canonical) = self.canonical(&ctx.config, req) else {
             let msg = format!("no route for {}", req.uri.path());
             self.count(session, ctx);
             reply::error(session, 404, "no_route", &msg, cors_headers(session, ctx)).await?;
