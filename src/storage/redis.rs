@@ -277,6 +277,17 @@ impl RedisTier {
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = RedisResult<T>>,
     {
+        self.op_of(1, f).await
+    }
+
+    /// `op` for `reads` operations sent together (a pipeline): if it fails, each of them
+    /// counts as an error, as it would have alone. Operations refused because Redis is
+    /// known to be down, or not connected, were never sent and are not counted.
+    async fn op_of<T, F, Fut>(&self, reads: u64, f: F) -> Result<T, TierError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = RedisResult<T>>,
+    {
         if !self.is_up() {
             return Err(TierError("redis is down".into()));
         }
@@ -286,7 +297,7 @@ impl RedisTier {
         match tokio::time::timeout(self.cfg.op_timeout, f((*conn).clone())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                self.counters.errors.fetch_add(reads, Ordering::Relaxed);
                 // Server-side refusals (wrong type, script errors) do not mean Redis is gone.
                 if e.is_io_error()
                     || e.is_connection_dropped()
@@ -299,7 +310,7 @@ impl RedisTier {
                 Err(TierError(e.to_string()))
             }
             Err(_) => {
-                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                self.counters.errors.fetch_add(reads, Ordering::Relaxed);
                 self.mark_down("operation timed out");
                 Err(TierError("redis operation timed out".into()))
             }
@@ -360,8 +371,12 @@ impl RedisTier {
         for (key, _) in &batch {
             pipe.cmd("GET").arg(key);
         }
-        let values: Result<Vec<Option<Vec<u8>>>, TierError> =
-            self.op(|mut c| async move { c.pipe(&pipe).await }).await;
+        let values: Result<Vec<Option<Vec<u8>>>, TierError> = self
+            .op_of(
+                batch.len() as u64,
+                |mut c| async move { c.pipe(&pipe).await },
+            )
+            .await;
         match values {
             Ok(values) if values.len() == batch.len() => {
                 for ((_, tx), value) in batch.into_iter().zip(values) {
@@ -378,11 +393,6 @@ impl RedisTier {
                 }
             }
             Err(e) => {
-                // The error counter counts reads, batched or not: `op` counted this batch
-                // as one failure, and every other read in it failed as well.
-                self.counters
-                    .errors
-                    .fetch_add(batch.len() as u64 - 1, Ordering::Relaxed);
                 for (_, tx) in batch {
                     let _ = tx.send(Err(e.clone()));
                 }

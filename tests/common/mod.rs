@@ -652,3 +652,24 @@ pub fn raw_http(port: u16, request: &str) -> String {
     let _ = s.read_to_string(&mut out);
     out
 }
+
+/// The proxy's Redis state as `/ready` reports it.
+pub fn redis_state(p: &Proxy) -> String {
+    let r = get(&p.admin_url("/ready"), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    match &v["redis"] {
+        serde_json::Value::String(s) => s.clone(),
+        // Connected but not yet listening for invalidations: memory copies promoted now
+        // would be distrusted (dropped) once the subscription comes.
+        other if other["invalidations"] == "not subscribed" => "up, not subscribed".into(),
+        other => other["state"].as_str().unwrap_or("?").to_string(),
+    }
+}
+
+/// Until `p` is connected to Redis and listening for invalidations.
+pub fn wait_redis_up(p: &Proxy) {
+    eventually(Duration::from_secs(30), || {
+        (redis_state(p) == "up").then_some(())
+    });
+}
