@@ -877,3 +877,20 @@ fn dataset_summary_lists_proprefs_and_media_uncounted() {
     assert!(!d["featured"].as_array().unwrap().is_empty());
     assert_eq!(sim.api_calls(), 0);
 }
+
+/// The harness takes a child as up only once the child itself listens: a second simulator
+/// started on a port another one holds is seen to fail, not taken for the first one.
+#[test]
+fn a_child_on_a_taken_port_is_never_taken_for_its_holder() {
+    let first = Sim::start(&[]);
+    let args: Vec<String> = ["simulate", "--port", &first.port.to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let dir = common::scratch_dir("second-sim");
+    let second = common::spawn_listening("simulator", common::BIN, &args, &[], &dir, first.port);
+    assert!(
+        second.is_none(),
+        "a simulator that could not bind was taken as up"
+    );
+}

@@ -90,8 +90,8 @@ impl Drop for Proc {
     }
 }
 
-/// Spawns `program args` with output to a log file in `dir` and waits until `port` accepts
-/// connections. Returns None if the process exited first (e.g. the port was taken).
+/// Spawns `program args` with output to a log file in `dir` and waits until it listens on
+/// `port`. Returns None if the process exited first (e.g. the port was taken).
 pub fn spawn_listening(
     name: &str,
     program: &str,
@@ -125,7 +125,7 @@ pub fn spawn_listening(
             eprintln!("{name} exited before listening on {port}:\n{}", proc.logs());
             return None;
         }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if listens_on(proc.child.id(), port) {
             return Some(proc);
         }
         assert!(
@@ -137,7 +137,36 @@ pub fn spawn_listening(
     }
 }
 
-/// Waits until `port` accepts connections; false if the process exits first.
+/// Whether process `pid` itself holds the listening socket on 127.0.0.1:`port`. A connection
+/// that succeeds is not enough: tests run in parallel, and a port one of them was handed may
+/// be listened on by another's child while this one's is failing to bind it.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let local = format!("0100007F:{port:04X}");
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // Fields: sl, local_address, rem_address, st (0A: LISTEN), ..., inode (10th).
+            (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    })
+}
+
+/// Waits until `proc` listens on `port`; false if the process exits first.
 pub fn wait_for_port(proc: &mut Proc, port: u16) -> bool {
     let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
@@ -145,7 +174,7 @@ pub fn wait_for_port(proc: &mut Proc, port: u16) -> bool {
             eprintln!("{} exited:\n{}", proc.name, proc.logs());
             return false;
         }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if listens_on(proc.child.id(), port) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
