@@ -127,7 +127,8 @@ fn stats_report_ratios_tiers_top_keys_and_calls_saved() {
 #[test]
 fn every_answer_is_counted_before_its_client_has_it() {
     // A reading taken right after a response must include it, whichever path answered:
-    // a miss (counted as its body ends), a memory hit, a HEAD hit, a JSON error.
+    // a miss (counted as its body ends, with its upstream call), a memory hit, a HEAD hit,
+    // a JSON error.
     let sim = Sim::start(&[]);
     let p = ops(&sim);
     let mut answered = 0;
@@ -138,7 +139,10 @@ fn every_answer_is_counted_before_its_client_has_it() {
         assert_eq!(request("HEAD", &p.url(&url), &[], b"").status, 200);
         assert_eq!(p.get("/nope").status, 404);
         answered += 4;
-        assert_eq!(admin_get(&p, "/stats").json()["requests"], answered);
+        let stats = admin_get(&p, "/stats").json();
+        assert_eq!(stats["requests"], answered);
+        // The upstream call behind each miss is counted before its answer is complete too.
+        assert_eq!(stats["upstream"]["calls"], i);
     }
 }
 

@@ -228,21 +228,18 @@ impl Gateway {
         let route_name = route.map_or("-", |r| r.name.as_str());
         let outcome = match self.throttle.admit(&config.upstream.budget).await {
             Ok(admission) => {
-                let started = std::time::Instant::now();
-                let outcome = self.forward(s, &config, route, &what).await;
+                let mut call = CallRecord {
+                    metrics: &self.metrics,
+                    route: route_name,
+                    started: std::time::Instant::now(),
+                    done: false,
+                };
+                let outcome = self.forward(s, &config, route, &what, &mut call).await;
                 drop(admission);
-                let result = match &outcome {
+                call.finish(&match &outcome {
                     Ok((_, status)) => status.to_string(),
                     Err(f) => f.code(),
-                };
-                self.metrics
-                    .upstream_requests
-                    .with_label_values(&[route_name, &result])
-                    .inc();
-                self.metrics
-                    .upstream_duration
-                    .with_label_values(&[route_name])
-                    .observe(started.elapsed().as_secs_f64());
+                });
                 outcome
             }
             Err(refused) => {
@@ -291,6 +288,7 @@ impl Gateway {
         config: &Config,
         route: Option<&Route>,
         what: &str,
+        call: &mut CallRecord<'_>,
     ) -> Result<(bool, u16), Failure> {
         let check_json = route.is_some_and(|r| r.body == BodyCheck::JsonArray);
         let req = self.upstream_request(s.req_header(), config);
@@ -370,13 +368,32 @@ impl Gateway {
         let head_only = s.req_header().method == http::Method::HEAD
             || matches!(status, 204 | 304)
             || (100..200).contains(&status);
-        if !head_only && out.headers.get(http::header::CONTENT_LENGTH).is_none() {
+        let length: Option<usize> = out
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        if !head_only && length.is_none() {
             let _ = out.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+        }
+        // The call is counted before the proxy can have the whole answer: the last body
+        // byte of a sized answer, the header of one without a body, the end of a chunked one.
+        let result = status.to_string();
+        if head_only || length == Some(0) {
+            call.finish(&result);
         }
         if s.write_response_header(Box::new(out)).await.is_err() {
             return Ok((false, status));
         }
+        let mut relayed = 0;
+        let mut relay = |chunk: &Bytes| {
+            relayed += chunk.len();
+            if length == Some(relayed) {
+                call.finish(&result);
+            }
+        };
         for chunk in held {
+            relay(&chunk);
             if s.write_response_body(chunk, false).await.is_err() {
                 return Ok((false, status));
             }
@@ -384,6 +401,7 @@ impl Gateway {
         loop {
             match client.read_response_body().await {
                 Ok(Some(chunk)) => {
+                    relay(&chunk);
                     if s.write_response_body(chunk, false).await.is_err() {
                         return Ok((false, status));
                     }
@@ -397,6 +415,7 @@ impl Gateway {
                 }
             }
         }
+        call.finish(&result);
         if s.finish_body().await.is_err() {
             return Ok((false, status));
         }
@@ -407,6 +426,31 @@ impl Gateway {
                 .await;
         }
         Ok((true, status))
+    }
+}
+
+/// One upstream call's entry in the metrics, made once.
+struct CallRecord<'a> {
+    metrics: &'a Metrics,
+    route: &'a str,
+    started: std::time::Instant,
+    done: bool,
+}
+
+impl CallRecord<'_> {
+    /// Counts the call with its result (a status, or a failure's code) and its duration so far.
+    fn finish(&mut self, result: &str) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[self.route, result])
+            .inc();
+        self.metrics
+            .upstream_duration
+            .with_label_values(&[self.route])
+            .observe(self.started.elapsed().as_secs_f64());
     }
 }
 
