@@ -73,7 +73,14 @@ pub async fn coordinate(redis: &Arc<RedisTier>, hash: &HashBinary, limit: Durati
                 Err(_) => return Coordinated::Fetch(None),
             }
             if redis.lease_holder_since(hash).await != Some(since_ms) {
-                // The holder finished without storing anything newer, or died: compete again.
+                // The holder is done. It stores before it releases, so what it stored (if
+                // anything) is there now, even if the read above came just before the store.
+                if let Ok(Some(e)) = redis.get(hash).await {
+                    if e.times.updated >= since {
+                        return Coordinated::Filled(e);
+                    }
+                }
+                // It stored nothing newer, or died: compete again.
                 break;
             }
         }
