@@ -5,7 +5,8 @@
 //! and lock (`request_cache_filter`) -> lookup, lock, SWR by pingora -> on a miss, to the
 //! origin gateway over a Unix socket (`upstream_peer`, `upstream_request_filter`) -> storage
 //! decision (`response_cache_filter`) -> headers for clients and outer caches
-//! (`response_filter`).
+//! (`response_filter`). On plain HTTP/1, fresh hits never take this path: the front door
+//! (`front`) answers them first, with the same `find_fresh` and `answer_for`.
 
 mod ctx;
 mod direct;
@@ -171,7 +172,8 @@ impl RentCache {
     /// `request_filter`, without building pingora's cache state for it. Everything else
     /// (misses, stale entries, ranges, background refreshes, keys due for refresh-ahead)
     /// takes pingora's path. Most hits never get here: the front door (`front`) serves them
-    /// before pingora reads the request; this serves the rest (TLS, HTTP/2).
+    /// before pingora reads the request; this serves the rest (TLS, HTTP/2, requests the
+    /// front door leaves to pingora whole).
     async fn serve_fresh(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let background = session.subrequest_ctx.is_some();
         let Some(answer) = self
