@@ -92,19 +92,14 @@ impl ServerApp for Front {
             if let Some(Plain { req, keepalive }) = plain {
                 let keepalive = keepalive && !*shutdown.borrow();
                 match self.cache.answer_early(&req, keepalive).await {
-                    Early::Answered {
-                        head,
-                        body,
-                        status,
-                        ctx,
-                    } => {
+                    Early::Answered { head, body, ctx } => {
                         let body = body.as_ref().map_or(&[][..], |e| &e.body[..]);
                         let sent = direct::write_head(&stream, head, body).await;
                         debug!(
                             "{} {} -> {} HIT in {:?}{}",
                             req.method,
                             ctx.key(),
-                            status,
+                            ctx.sent_status.unwrap_or(0),
                             ctx.started.elapsed(),
                             if sent.is_ok() {
                                 ""

@@ -102,7 +102,6 @@ pub(crate) enum Early {
     Answered {
         head: Bytes,
         body: Option<Arc<crate::storage::Entry>>,
-        status: u16,
         ctx: Box<Ctx>,
     },
     /// Routed and looked up, and left to pingora's path with what the lookup found.
@@ -390,12 +389,7 @@ impl RentCache {
             coalesced: false,
         };
         self.record(from, &mut ctx, CacheStatus::Hit);
-        Early::Answered {
-            head,
-            body,
-            status,
-            ctx,
-        }
+        Early::Answered { head, body, ctx }
     }
 
     /// Writes an answer from `fresh_answer` through pingora's session (already counted).
