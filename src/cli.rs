@@ -122,6 +122,9 @@ fn check(path: &Path) -> i32 {
                 c.upstream.base_url,
                 c.memory.max_bytes >> 20
             );
+            for w in c.warnings() {
+                eprintln!("{}: warning: {w}", path.display());
+            }
             0
         }
         Err(code) => code,

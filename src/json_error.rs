@@ -1,6 +1,14 @@
 //! The one shape of error bodies rentcache writes: `{"error": {"status", "code", "message"}}`.
 
 use bytes::Bytes;
+use pingora::http::ResponseHeader;
+
+/// A response header with `status` and nothing else, built without a fallible step.
+pub fn bare_header(status: http::StatusCode) -> ResponseHeader {
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    ResponseHeader::from(parts)
+}
 
 pub fn body(status: u16, code: &str, message: &str) -> Bytes {
     let v = serde_json::json!({

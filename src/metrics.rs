@@ -15,8 +15,14 @@ pub struct Metrics {
     /// Requests sent to the upstream, by route and outcome (HTTP status or failure code).
     pub upstream_requests: IntCounterVec,
     pub upstream_duration: HistogramVec,
-    /// Upstream requests refused before leaving (budget, 429 pause, concurrency cap).
+    /// Upstream requests refused before leaving (budget, 429 pause, concurrency limit).
     pub upstream_refusals: IntCounterVec,
+    /// Connections the upstream calls of fills used: `new` (a TCP, and for https a TLS,
+    /// handshake) or `reused` from the idle pool.
+    pub upstream_connections: IntCounterVec,
+    /// The adaptive limit on upstream calls in flight, and the calls in flight under it.
+    pub upstream_limit: IntGauge,
+    pub upstream_in_flight: IntGauge,
     /// Requests that waited for another request's fill instead of fetching.
     pub coalesced: IntCounter,
     /// Stale answers, by reason (updating, or the upstream failure).
@@ -132,6 +138,22 @@ impl Metrics {
                 "rentcache_upstream_refusals_total",
                 "Upstream requests not sent: budget spent, paused after a 429, too many in flight.",
                 &["reason"],
+            ),
+            upstream_connections: counter_vec(
+                &r,
+                "rentcache_upstream_connections_total",
+                "Connections used by upstream calls for cacheable requests, new or reused.",
+                &["kind"],
+            ),
+            upstream_limit: gauge(
+                &r,
+                "rentcache_upstream_concurrency_limit",
+                "Upstream calls allowed in flight now (learnt from the upstream; absent: no limit).",
+            ),
+            upstream_in_flight: gauge(
+                &r,
+                "rentcache_upstream_in_flight",
+                "Upstream calls in flight under the concurrency limit.",
             ),
             coalesced,
             stale_served: counter_vec(

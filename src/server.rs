@@ -1,13 +1,12 @@
-//! Assembles the process: tiers, lock, origin gateway, proxy, admin listener and the
-//! background services (Redis keeper, warmer, config reloader), as pingora services.
+//! Assembles the process: tiers, the upstream client and fills, the proxy with its front
+//! door, the admin listener and the background services (Redis keeper, warmer, config
+//! reloader), as pingora services.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use log::info;
-use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+use log::{info, warn};
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
@@ -18,10 +17,10 @@ use crate::admin::{Admin, Handles};
 use crate::config::{Config, SharedConfig};
 use crate::metrics::Metrics;
 use crate::proxy::hot::HotKeys;
-use crate::proxy::{Front, Parts, RentCache};
+use crate::proxy::{Fills, Front, Parts, RentCache};
 use crate::reload::{ReloadService, Reloader};
 use crate::storage::{MemoryTier, RedisKeeper, RedisTier, TieredStorage};
-use crate::upstream::{self, FailureBoard, Gateway, ReadyWhenAccepting, Secret, Throttle};
+use crate::upstream::{self, Secret, Throttle, Upstream};
 use crate::warm::{WarmService, Warmer};
 
 /// A pingora server configured from `config.server`.
@@ -31,6 +30,8 @@ pub fn new_server(config: &Config) -> Server {
         threads: config.server.threads,
         grace_period_seconds: Some(grace),
         graceful_shutdown_timeout_seconds: Some(grace.max(1)),
+        // The connector of pass-through requests trusts what the fills' connector trusts.
+        ca_file: config.upstream.ca_file.clone(),
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
@@ -62,50 +63,34 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
         let keeper = RedisKeeper::new(r.clone(), memory.clone(), storage.index.clone());
         server.add_service(background_service("redis keeper", keeper));
     }
-    // A fill holding the lock longer than a whole upstream attempt has died: let others in.
-    let lock_age =
-        config.upstream.connect_timeout + config.upstream.read_timeout + Duration::from_secs(5);
-    let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(lock_age));
-    // Larger than every tier's limit: served, never stored.
-    let max_object = config
-        .redis
-        .as_ref()
-        .map_or(0, |r| r.max_object_bytes)
-        .max(config.memory.max_object_bytes) as usize;
     let listen = config.server.listen.clone();
     let write_buffer = config.server.write_buffer;
     let admin_listen = config.admin.listen.clone();
     let max_concurrent = config.upstream.max_concurrent;
+    let adaptive = config.upstream.adaptive_concurrency;
+    let ca_file = config.upstream.ca_file.clone();
+    for w in config.warnings() {
+        warn!("{}: {w}", config.source);
+    }
     let shared: SharedConfig = Arc::new(ArcSwap::from_pointee(config));
 
     let metrics = Arc::new(Metrics::new());
-    let throttle = Arc::new(Throttle::new(max_concurrent));
-    let board = Arc::new(FailureBoard::default());
+    let throttle = Arc::new(Throttle::new(max_concurrent, adaptive));
     let hot = Arc::new(HotKeys::default());
-
-    let socket = upstream::socket_path();
-    let mut gateway = Gateway::new(
-        shared.clone(),
+    let upstream = Arc::new(Upstream::new(
         token,
-        board.clone(),
-        redis,
+        ca_file.as_deref(),
         throttle.clone(),
         metrics.clone(),
-    )
-    .service(&socket);
-    gateway.threads = Some(1);
-    let gateway = server.add_service(ReadyWhenAccepting::new(gateway, socket.clone()));
+    ));
+    let fills = Fills::new(upstream, storage, metrics.clone());
 
     let proxy = RentCache::new(Parts {
         config: shared.clone(),
         storage,
-        lock,
-        board,
-        throttle: throttle.clone(),
+        fills,
         metrics: metrics.clone(),
         hot: hot.clone(),
-        gateway_socket: socket,
-        max_object_bytes: max_object,
     });
     // The front door answers fresh hits itself and hands everything else to the proxy.
     let mut service = Service::new(
@@ -119,8 +104,7 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
         );
         info!("rentcache listening on http://{addr}");
     }
-    // Clients are let in only once the gateway behind every miss accepts connections.
-    server.add_service(service).add_dependency(&gateway);
+    server.add_service(service);
 
     let warmer = Arc::new(Warmer::new(shared.clone(), storage, throttle.clone()));
     server.add_service(background_service("warmer", WarmService(warmer.clone())));

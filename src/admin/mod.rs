@@ -183,6 +183,11 @@ impl Admin {
                 .with_label_values(&["minute"])
                 .set(minute);
         }
+        let (limit, in_flight) = h.throttle.limit.current();
+        if let Some(limit) = limit {
+            m.upstream_limit.set(limit as i64);
+        }
+        m.upstream_in_flight.set(in_flight as i64);
         let body = m.render();
         Response::builder()
             .status(StatusCode::OK)

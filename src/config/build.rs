@@ -18,8 +18,12 @@ pub const MAX_MEMORY_OBJECT: u64 = (u16::MAX as u64) << 10;
 /// Builds the resolved config, recording problems; the result is only meaningful when no
 /// problem was recorded.
 pub fn build(f: &FileConfig, source: &str, routes_reported: bool, p: &mut Problems) -> Config {
+    // Everything derived from a config (remembered keys, rendered heads, counters) is
+    // tagged with its generation: unlike an address, it is never reused by a later config.
+    static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let root = KeyPath::root();
     Config {
+        generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         source: source.to_string(),
         server: server(f, &root.key("server"), p),
         admin: admin(f, &root.key("admin"), p),
@@ -107,12 +111,14 @@ fn upstream(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Upstream {
         port: 443,
         path_prefix: String::new(),
         verify_tls: u.verify_tls,
+        ca_file: u.ca_file.clone(),
         connect_timeout: u.connect_timeout.0,
         read_timeout: u.read_timeout.0,
         token_env: u.token_env.clone(),
         token_in: u.token_in,
         token_name: u.token_name.to_ascii_lowercase(),
         max_concurrent: u.max_concurrent,
+        adaptive_concurrency: u.adaptive_concurrency,
         fill_wait: u
             .fill_wait
             .map(|d| d.0)
@@ -163,6 +169,11 @@ fn upstream(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Upstream {
             "must be a valid header and parameter name".into(),
         ));
     }
+    if let Some(ca) = &u.ca_file {
+        if let Err(why) = check_ca_file(ca) {
+            p.push((path.key("ca_file"), why));
+        }
+    }
     if u.connect_timeout.0.is_zero() {
         p.push((path.key("connect_timeout"), "must be more than 0".into()));
     }
@@ -170,6 +181,17 @@ fn upstream(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Upstream {
         p.push((path.key("read_timeout"), "must be more than 0".into()));
     }
     out
+}
+
+/// Whether a CA file holds certificates the TLS connector can load (it panics on one it
+/// cannot, so a bad file must be refused here, with its location).
+fn check_ca_file(path: &str) -> Result<(), String> {
+    let mut store = pingora::tls::RootCertStore::empty();
+    match pingora::tls::load_ca_file_into_store(path, &mut store) {
+        Ok(()) if store.is_empty() => Err(format!("`{path}` holds no certificate")),
+        Ok(()) => Ok(()),
+        Err(e) => Err(format!("`{path}` cannot be used: {e}")),
+    }
 }
 
 fn budget(u: &super::file::UpstreamFile, path: &KeyPath, p: &mut Problems) -> Budget {

@@ -62,12 +62,14 @@ pub enum TokenIn {
 pub struct UpstreamFile {
     pub base_url: String,
     pub verify_tls: bool,
+    pub ca_file: Option<String>,
     pub connect_timeout: Dur,
     pub read_timeout: Dur,
     pub token_env: String,
     pub token_in: TokenIn,
     pub token_name: String,
     pub max_concurrent: usize,
+    pub adaptive_concurrency: bool,
     pub fill_wait: Option<Dur>,
     pub failure_memo: Dur,
     pub budget: BudgetFile,
@@ -138,12 +140,14 @@ impl Default for UpstreamFile {
         UpstreamFile {
             base_url: "https://www.rentman.online".into(),
             verify_tls: true,
+            ca_file: None,
             connect_timeout: Dur::secs(5),
             read_timeout: Dur::secs(30),
             token_env: "RENTMAN_TOKEN".into(),
             token_in: TokenIn::Header,
             token_name: "token".into(),
-            max_concurrent: 32,
+            max_concurrent: 256,
+            adaptive_concurrency: true,
             fill_wait: None,
             failure_memo: Dur::secs(2),
             budget: BudgetFile::default(),
@@ -257,6 +261,8 @@ pub enum BodyCheck {
     #[default]
     Any,
     JsonArray,
+    /// Property media: a JSON array of items with base64 files, or one file's bare base64.
+    Media,
 }
 
 #[derive(Debug, Deserialize)]

@@ -18,6 +18,8 @@ pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Distinct for every config built in this process, in the order they were built.
+    pub generation: u64,
     /// Where it was read from (for messages).
     pub source: String,
     pub server: Server,
@@ -32,6 +34,24 @@ pub struct Config {
     pub dependencies: Vec<Dependency>,
     pub warm: Warm,
     pub routes: Vec<Route>,
+}
+
+impl Config {
+    /// What is valid but probably not meant: `rentcache check` prints it, a server logs it.
+    pub fn warnings(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .filter(|r| r.is_cached() && r.body == BodyCheck::Any)
+            .map(|r| {
+                format!(
+                    "route `{}` stores bodies that nothing checks (body: any): an answer such as \
+                     Rentman's to a bad token (HTTP 200, empty or text) would be stored and \
+                     served; set `body: json_array` or `body: media`",
+                    r.name
+                )
+            })
+            .collect()
+    }
 }
 
 /// Keeping popular keys in the cache before visitors ask.
@@ -117,6 +137,9 @@ pub struct Upstream {
     /// Path prepended to every request path (without a trailing slash; usually empty).
     pub path_prefix: String,
     pub verify_tls: bool,
+    /// PEM file of the certificate authorities trusted for the upstream's certificate
+    /// (instead of the platform's store).
+    pub ca_file: Option<String>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     /// Name of the environment variable holding the Rentman token.
@@ -124,8 +147,11 @@ pub struct Upstream {
     pub token_in: TokenIn,
     /// Header or query parameter name of the token (`token`).
     pub token_name: String,
-    /// Upstream requests in flight at once, at most (0: no limit).
+    /// Upstream requests in flight at once, at most (0: no limit). With
+    /// `adaptive_concurrency`, the bound of the limit learnt from the upstream's latency and
+    /// failures; without, the limit itself.
     pub max_concurrent: usize,
+    pub adaptive_concurrency: bool,
     /// How long a request waits for another request filling the same key.
     pub fill_wait: Duration,
     /// After a failed fetch, requests for that key within this long share the failure

@@ -1,17 +1,24 @@
-//! Sanity of response bodies on JSON routes. Rentman answers a bad or revoked token with
-//! HTTP 200 and an empty or non-array body; such a response is an upstream failure, not
-//! content.
+//! Sanity of response bodies. Rentman answers a bad or revoked token with HTTP 200 and an
+//! empty, text or JSON-object body; such a response is an upstream failure, not content, and
+//! must never be stored. Each route names the check that fits what it serves.
 
 use std::io::Read;
 
+use base64::Engine as _;
 use bytes::Bytes;
-use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::config::BodyCheck;
+
+use super::media;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyProblem {
     Empty,
     NotArray,
     Invalid(String),
+    /// Not a media file, or media items without their file.
+    NotMedia,
 }
 
 impl BodyProblem {
@@ -21,6 +28,7 @@ impl BodyProblem {
             BodyProblem::Empty => "empty-body",
             BodyProblem::NotArray => "not-json-array",
             BodyProblem::Invalid(_) => "invalid-json",
+            BodyProblem::NotMedia => "not-media",
         }
     }
 }
@@ -31,7 +39,19 @@ impl std::fmt::Display for BodyProblem {
             BodyProblem::Empty => f.write_str("the upstream sent an empty body"),
             BodyProblem::NotArray => f.write_str("the upstream body is not a JSON array"),
             BodyProblem::Invalid(e) => write!(f, "the upstream body is not valid JSON: {e}"),
+            BodyProblem::NotMedia => f.write_str("the upstream body is not a media file"),
         }
+    }
+}
+
+/// The check a route's `body` setting asks for, on a complete 200 body. `bare_base64`: the
+/// request asked for the bare base64 form of one media file (`Accept: application/base64`).
+pub fn check(kind: BodyCheck, bare_base64: bool, chunks: &[Bytes]) -> Result<(), BodyProblem> {
+    match kind {
+        BodyCheck::Any => Ok(()),
+        BodyCheck::JsonArray => check_json_array(chunks),
+        BodyCheck::Media if bare_base64 => check_bare_base64(chunks),
+        BodyCheck::Media => check_media_array(chunks),
     }
 }
 
@@ -56,6 +76,145 @@ pub fn check_json_array(chunks: &[Bytes]) -> Result<(), BodyProblem> {
     de.deserialize_seq(ArrayOfAnything)
         .and_then(|_| de.end())
         .map_err(|e| BodyProblem::Invalid(e.to_string()))
+}
+
+/// A JSON array of media items, each carrying its file as base64 in `base64data` that
+/// decodes to a known media type (`[]` is a valid answer: no such file or property).
+pub fn check_media_array(chunks: &[Bytes]) -> Result<(), BodyProblem> {
+    match chunks.iter().find_map(|c| check_prefix(c)) {
+        None => return Err(BodyProblem::Empty),
+        Some(Err(p)) => return Err(p),
+        Some(Ok(())) => {}
+    }
+    let mut de = serde_json::Deserializer::from_reader(Chunks::new(chunks));
+    let verdict = de
+        .deserialize_seq(MediaItems)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| BodyProblem::Invalid(e.to_string()))?;
+    if verdict {
+        Ok(())
+    } else {
+        Err(BodyProblem::NotMedia)
+    }
+}
+
+/// The bare base64 text of one media file.
+pub fn check_bare_base64(chunks: &[Bytes]) -> Result<(), BodyProblem> {
+    let text: Vec<u8> = chunks
+        .iter()
+        .flat_map(|c| c.iter().copied())
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    if text.is_empty() {
+        return Err(BodyProblem::Empty);
+    }
+    if is_media_base64(&text) {
+        Ok(())
+    } else {
+        Err(BodyProblem::NotMedia)
+    }
+}
+
+/// Whether base64 text (whitespace removed) decodes, whole, to a known media type.
+fn is_media_base64(text: &[u8]) -> bool {
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    engine
+        .decode(text)
+        .is_ok_and(|bytes| media::sniff(&bytes).is_some())
+}
+
+/// Visits an array of media items; true when every item carries a media file.
+struct MediaItems;
+
+impl<'de> Visitor<'de> for MediaItems {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array of media items")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        let mut all = true;
+        while let Some(ok) = seq.next_element_seed(MediaItem)? {
+            all &= ok;
+        }
+        Ok(all)
+    }
+}
+
+/// One media item: an object whose `base64data` is a media file's base64 (wrapped at 76
+/// columns by Rentman).
+struct MediaItem;
+
+impl<'de> serde::de::DeserializeSeed<'de> for MediaItem {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MediaItem {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a media item")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut media = false;
+        while let Some(k) = map.next_key::<String>()? {
+            if k == "base64data" {
+                let v: Option<String> = map.next_value()?;
+                let text: Vec<u8> = v
+                    .unwrap_or_default()
+                    .bytes()
+                    .filter(|b| !b.is_ascii_whitespace())
+                    .collect();
+                media = !text.is_empty() && is_media_base64(&text);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(media)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_string<E: serde::de::Error>(self, _: String) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
 }
 
 struct ArrayOfAnything;
@@ -148,6 +307,87 @@ mod tests {
             Err(BodyProblem::Invalid(_))
         ));
         assert_eq!(check_prefix(b"  "), None);
+        assert_eq!(check(BodyCheck::Any, false, &chunks(&[])), Ok(()));
         assert_eq!(check_prefix(b" [").unwrap(), Ok(()));
+    }
+
+    /// Base64 wrapped every 76 characters, as Rentman sends it: inside JSON the line breaks
+    /// are the escape `\n`, in bare text real ones.
+    fn wrapped(bytes: &[u8], newline: &str) -> String {
+        use base64::engine::general_purpose::STANDARD;
+        let text = STANDARD.encode(bytes);
+        text.as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(newline)
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        wrapped(bytes, "\\n")
+    }
+
+    const JPEG: &[u8] = &[
+        0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 1, 1, 0,
+    ];
+
+    #[test]
+    fn media_arrays_carry_media_files() {
+        let photo = b64(&JPEG.repeat(20));
+        let good = format!(
+            r#"[{{"propref":"4","filename":"A.jpg","caption":null,"base64data":"{photo}","imgorder":"1"}}]"#
+        );
+        let pdf = b64(b"%PDF-1.4\n%...");
+        let two = format!(r#"[{{"base64data":"{photo}"}},{{"base64data":"{pdf}"}}]"#);
+        for ok in [good.as_str(), two.as_str(), "[]", " [ ] "] {
+            let body = vec![Bytes::from(ok.to_string())];
+            assert_eq!(check(BodyCheck::Media, false, &body), Ok(()), "{ok}");
+        }
+        let text = b64(b"Invalid token");
+        let bad = [
+            ("", BodyProblem::Empty),
+            ("Invalid token", BodyProblem::NotArray),
+            (r#"{"error":"bad token"}"#, BodyProblem::NotArray),
+            (r#"[{"error":"bad token"}]"#, BodyProblem::NotMedia),
+            (r#"[{"base64data":""}]"#, BodyProblem::NotMedia),
+            (r#"[{"base64data":null}]"#, BodyProblem::NotMedia),
+            (r#"["x"]"#, BodyProblem::NotMedia),
+        ];
+        for (body, problem) in bad {
+            let body = vec![Bytes::from(body.to_string())];
+            assert_eq!(check(BodyCheck::Media, false, &body), Err(problem));
+        }
+        let not_media = format!(r#"[{{"base64data":"{text}"}}]"#);
+        assert_eq!(
+            check(BodyCheck::Media, false, &[Bytes::from(not_media)]),
+            Err(BodyProblem::NotMedia)
+        );
+        let corrupt = format!(r#"[{{"base64data":"{}!!"}}]"#, &photo[..40]);
+        assert_eq!(
+            check(BodyCheck::Media, false, &[Bytes::from(corrupt)]),
+            Err(BodyProblem::NotMedia)
+        );
+    }
+
+    #[test]
+    fn bare_base64_is_one_media_file() {
+        let photo = wrapped(&JPEG.repeat(20), "\n");
+        let (head, tail) = photo.split_at(50);
+        let body = vec![Bytes::from(head.to_string()), Bytes::from(tail.to_string())];
+        assert_eq!(check(BodyCheck::Media, true, &body), Ok(()));
+        for (text, problem) in [
+            ("", BodyProblem::Empty),
+            ("\n", BodyProblem::Empty),
+            ("Invalid token", BodyProblem::NotMedia),
+            (r#"{"error":1}"#, BodyProblem::NotMedia),
+            ("SGVsbG8gd29ybGQ=", BodyProblem::NotMedia),
+        ] {
+            let body = vec![Bytes::from(text.to_string())];
+            assert_eq!(
+                check(BodyCheck::Media, true, &body),
+                Err(problem),
+                "{text:?}"
+            );
+        }
     }
 }

@@ -36,12 +36,9 @@ pub fn depends_on_headers(config: &Config, route: Option<usize>, headers: &Heade
         .params_from_header_names
         .iter()
         .any(|h| headers.contains_key(h))
-        || route.is_some_and(|r| {
-            config.routes[r]
-                .key_header_names
-                .iter()
-                .any(|h| headers.contains_key(h))
-        })
+        || route
+            .and_then(|r| config.routes.get(r))
+            .is_some_and(|r| r.key_header_names.iter().any(|h| headers.contains_key(h)))
 }
 
 /// The canonical form of a request, or `None` if no route matches it.
@@ -68,7 +65,7 @@ pub fn canonicalize(
     }
 
     let route_index = routes::select(config, path, &params)?;
-    let route = &config.routes[route_index];
+    let route = config.routes.get(route_index)?;
     params.retain(|(k, _)| match &route.params {
         ParamFilter::All => true,
         ParamFilter::Include(names) => names.iter().any(|n| n == k),

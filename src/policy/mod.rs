@@ -7,6 +7,7 @@ pub mod cors;
 pub mod encoding;
 pub mod freshness;
 pub mod key;
+pub mod media;
 pub mod outer;
 pub mod query;
 pub mod routes;

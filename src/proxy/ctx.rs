@@ -1,83 +1,92 @@
-//! What one request carries from hook to hook.
+//! What one request carries from hook to hook: where it stands, not a history of flags.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use crate::config::{Config, Route};
 use crate::policy::key::Canonical;
+use crate::policy::outer::CacheStatus;
+use crate::storage::Entry;
+use crate::upstream::Admission;
+
+/// What looking the key up found.
+#[derive(Clone, Default)]
+pub enum Lookup {
+    /// Not looked up yet.
+    #[default]
+    NotYet,
+    /// No tier holds a usable copy.
+    Nothing,
+    /// A usable copy (fresh or within a serve-stale window), and the tier that held it.
+    Found(Arc<Entry>, &'static str),
+}
+
+/// What the cache did for the request, once decided: what its headers and metrics report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    pub status: CacheStatus,
+    /// The tier the answer came from, when it came from a stored copy.
+    pub tier: Option<&'static str>,
+    /// The status the upstream answered with, when it was asked (or the failure's status).
+    pub upstream_status: Option<u16>,
+    /// Why the upstream could not be used (a failure's code), when it could not.
+    pub reason: Option<String>,
+    /// This request's upstream answer was stored.
+    pub stored: bool,
+}
+
+impl Served {
+    pub fn new(status: CacheStatus) -> Served {
+        Served {
+            status,
+            tier: None,
+            upstream_status: None,
+            reason: None,
+            stored: false,
+        }
+    }
+}
 
 pub struct Ctx {
-    /// Identifies this request to the gateway (for failure reasons).
-    pub id: u64,
     pub started: Instant,
     /// The config this request runs under, even if a reload happens meanwhile.
     pub config: Arc<Config>,
+    /// Set once the request is routed.
     pub canonical: Option<Arc<Canonical>>,
-    /// Which tier held the entry a lookup found.
-    pub tier: Option<&'static str>,
-    /// Forwarded without the cache (other methods, or a route that stores nothing).
+    /// Forwarded by pingora without the cache (other methods, a route that stores nothing,
+    /// credentials on an `honor_origin` route).
     pub pass_through: bool,
-    /// A lookup found an entry; `Some(fresh)`.
-    pub found_fresh: Option<bool>,
-    pub upstream_status: Option<u16>,
-    /// The gateway's reason code when the upstream failed.
-    pub upstream_failure: Option<String>,
-    /// Why an expired entry was served instead of the upstream's answer.
-    pub stale_reason: Option<String>,
-    /// Body of a fill on a JSON route, checked once complete before it is stored.
-    pub fill_body: Vec<Bytes>,
-    pub check_fill_body: bool,
-    /// The answer is another instance's stored entry, relayed through the shared tier.
-    pub shared_copy: bool,
-    /// This (fresh) hit started a refresh-ahead of its key.
-    pub refresh_ahead: bool,
-    /// The fast path found the key hot and due for refresh-ahead: pingora's path does it.
-    pub refresh_ahead_due: bool,
-    /// Answered by the fast path: a fresh hit (memory or Redis) written without pingora's cache state.
-    pub fast_hit: bool,
-    /// The status of a response written past pingora's writer (which then knows none).
+    pub lookup: Lookup,
+    pub served: Option<Served>,
+    /// It waited for a fill another request started.
+    pub coalesced: bool,
+    /// The status of the answer, once written.
     pub sent_status: Option<u16>,
-    /// The client stopped taking a response the fast path was writing.
+    /// The client stopped taking the answer.
     pub client_gone: bool,
     /// This request is already counted in the metrics.
     pub recorded: bool,
-    /// The fast path looked the key up in every tier and found nothing usable.
-    pub looked_up: bool,
-    /// The tier where the fast path found an entry it left to pingora's path.
-    pub found_in: Option<&'static str>,
-    /// The front door routed and looked up this request, then handed it to pingora.
-    pub handed_off: bool,
-    /// A fresh hit the front door prepared but only pingora's writer can send.
-    pub(crate) answer: Option<super::Answer>,
+    /// A pass-through's place under the upstream budget and concurrency limit, held until
+    /// the request ends.
+    pub admission: Option<Admission>,
+    /// A fresh hit the front door prepared that only pingora's writer can send.
+    pub(crate) answer: Option<super::answer::Answer>,
 }
 
 impl Ctx {
-    pub fn new(id: u64, config: Arc<Config>) -> Ctx {
+    pub fn new(config: Arc<Config>) -> Ctx {
         Ctx {
-            id,
             started: Instant::now(),
             config,
             canonical: None,
-            tier: None,
             pass_through: false,
-            found_fresh: None,
-            upstream_status: None,
-            upstream_failure: None,
-            stale_reason: None,
-            fill_body: Vec::new(),
-            check_fill_body: false,
-            shared_copy: false,
-            refresh_ahead: false,
-            refresh_ahead_due: false,
-            fast_hit: false,
+            lookup: Lookup::NotYet,
+            served: None,
+            coalesced: false,
             sent_status: None,
             client_gone: false,
             recorded: false,
-            looked_up: false,
-            found_in: None,
-            handed_off: false,
+            admission: None,
             answer: None,
         }
     }
@@ -85,12 +94,19 @@ impl Ctx {
     pub fn route(&self) -> Option<&Route> {
         self.canonical
             .as_ref()
-            .map(|c| &self.config.routes[c.route])
+            .and_then(|c| self.config.routes.get(c.route))
     }
 
     /// The canonical key, or `-` before routing: what logs show instead of the raw URI
     /// (which may carry a client's token).
     pub fn key(&self) -> &str {
         self.canonical.as_ref().map_or("-", |c| c.key.as_str())
+    }
+
+    /// What the cache did; `BYPASS` for what it did not handle.
+    pub fn cache_status(&self) -> CacheStatus {
+        self.served
+            .as_ref()
+            .map_or(CacheStatus::Bypass, |s| s.status)
     }
 }

@@ -1,10 +1,11 @@
 //! Canonical forms of recently seen request targets. A site sends the same few hundred URIs
 //! over and over; parsing, filtering, sorting and hashing each one every time would cost more
-//! than the rest of a cache hit. Entries belong to one config (a reload starts afresh), and
-//! requests whose headers can change their key are computed afresh.
+//! than the rest of a cache hit. Each remembered form belongs to the config generation it was
+//! computed under and is only used under that one (requests of an older config may still be
+//! running after a reload), and requests whose headers can change their key are computed
+//! afresh.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -17,12 +18,10 @@ use crate::policy::key::{self, Canonical};
 /// traffic).
 const CAPACITY: usize = 16_384;
 
-type Map = HashMap<Box<str>, Option<Arc<Canonical>>, ahash::RandomState>;
+type Map = HashMap<Box<str>, (u64, Option<Arc<Canonical>>), ahash::RandomState>;
 
 #[derive(Default)]
 pub struct KeyMemo {
-    /// Address of the config the entries were computed under.
-    generation: AtomicUsize,
     map: RwLock<Map>,
 }
 
@@ -40,12 +39,13 @@ impl KeyMemo {
         if key::depends_on_headers(config, None, headers) {
             return compute();
         }
-        let generation = Arc::as_ptr(config) as usize;
-        if self.generation.load(Ordering::Acquire) != generation {
-            self.map.write().clear();
-            self.generation.store(generation, Ordering::Release);
-        }
-        let known = self.map.read().get(target).cloned();
+        let generation = config.generation;
+        let known = self
+            .map
+            .read()
+            .get(target)
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, c)| c.clone());
         let found = match known {
             Some(c) => c,
             None => {
@@ -54,7 +54,7 @@ impl KeyMemo {
                 if map.len() >= CAPACITY {
                     map.clear();
                 }
-                map.insert(target.into(), c.clone());
+                map.insert(target.into(), (generation, c.clone()));
                 c
             }
         };

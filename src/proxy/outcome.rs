@@ -8,7 +8,6 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
 use http::header::{HeaderName, HeaderValue};
-use pingora::cache::CachePhase;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use prometheus::IntCounter;
@@ -18,43 +17,12 @@ use crate::config::{Config, Mode};
 use crate::metrics::Metrics;
 use crate::policy::cors;
 use crate::policy::outer::{self, CacheStatus};
-use crate::upstream::REASON_HEADER;
 
 static X_CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache-status");
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
-static REASON: HeaderName = HeaderName::from_static(REASON_HEADER);
 
 fn status_index(s: CacheStatus) -> usize {
-    CacheStatus::ALL
-        .iter()
-        .position(|x| *x == s)
-        .expect("every status is listed")
-}
-
-/// What the cache did for this request, from pingora's phase and what the hooks saw.
-pub fn cache_status(session: &Session, ctx: &Ctx) -> CacheStatus {
-    if ctx.fast_hit {
-        return CacheStatus::Hit;
-    }
-    match session.cache.phase() {
-        CachePhase::Hit => CacheStatus::Hit,
-        CachePhase::Miss => CacheStatus::Miss,
-        // A refresh-ahead serves a still fresh entry while it refreshes it.
-        CachePhase::StaleUpdating if ctx.refresh_ahead => CacheStatus::Hit,
-        CachePhase::StaleUpdating => CacheStatus::Updating,
-        CachePhase::Stale if ctx.stale_reason.is_some() => CacheStatus::Stale,
-        CachePhase::Stale | CachePhase::Expired => CacheStatus::Expired,
-        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => CacheStatus::Revalidated,
-        CachePhase::Disabled(_) if !ctx.pass_through && ctx.canonical.is_some() => {
-            // Enabled, then not stored (uncacheable answer, lock timeout...): still a miss.
-            if ctx.found_fresh.is_some() {
-                CacheStatus::Expired
-            } else {
-                CacheStatus::Miss
-            }
-        }
-        _ => CacheStatus::Bypass,
-    }
+    CacheStatus::ALL.iter().position(|x| *x == s).unwrap_or(0)
 }
 
 fn signed_secs_until(t: SystemTime, now: SystemTime) -> i64 {
@@ -75,38 +43,22 @@ pub struct EntryClock {
     pub age: std::time::Duration,
 }
 
-/// Adds the cache's headers to a response about to go to the client (pingora's paths).
-pub fn decorate(resp: &mut ResponseHeader, session: &Session, ctx: &Ctx, status: CacheStatus) {
-    let clock = session.cache.maybe_cache_meta().map(|m| EntryClock {
-        fresh_until: m.fresh_until(),
-        age: m.age(),
-    });
-    let stored =
-        matches!(status, CacheStatus::Miss | CacheStatus::Expired) && session.cache.enabled();
-    decorate_with(
-        resp,
-        session.req_header(),
-        ctx,
-        status,
-        clock,
-        stored,
-        SystemTime::now(),
-    );
+/// Adds the cache's headers to an answer pingora forwards (a pass-through).
+pub fn decorate(resp: &mut ResponseHeader, session: &Session, ctx: &Ctx) {
+    decorate_with(resp, session.req_header(), ctx, None, SystemTime::now());
 }
 
-/// Adds the cache's headers given the facts about the entry (`stored`: a fill in progress),
-/// as of `now`.
-#[allow(clippy::too_many_arguments)]
+/// Adds the cache's headers to an answer, from what `ctx.served` says the cache did and the
+/// entry's clock (none for an answer no tier holds), as of `now`.
 pub fn decorate_with(
     resp: &mut ResponseHeader,
     req: &RequestHeader,
     ctx: &Ctx,
-    status: CacheStatus,
     clock: Option<EntryClock>,
-    stored: bool,
     now: SystemTime,
 ) {
-    resp.remove_header(&REASON);
+    let status = ctx.cache_status();
+    let served = ctx.served.as_ref();
     let _ = resp.insert_header(
         X_CACHE_STATUS.clone(),
         HeaderValue::from_static(status.as_str()),
@@ -116,13 +68,14 @@ pub fn decorate_with(
         .filter(|_| status != CacheStatus::Bypass)
         .map(|c| signed_secs_until(c.fresh_until, now));
     // Why it went wrong if it did, else which tier answered.
-    let tier = ctx.tier.filter(|_| status.from_cache());
-    let detail = ctx
-        .stale_reason
-        .as_deref()
-        .or(ctx.upstream_failure.as_deref())
-        .or(tier);
-    let field = outer::cache_status_field(status, ttl_left, ctx.upstream_status, stored, detail);
+    let detail = served.and_then(|s| {
+        s.reason
+            .as_deref()
+            .or(s.tier.filter(|_| status.from_cache()))
+    });
+    let stored = served.is_some_and(|s| s.stored);
+    let upstream_status = served.and_then(|s| s.upstream_status);
+    let field = outer::cache_status_field(status, ttl_left, upstream_status, stored, detail);
     if let Some(v) = text_value(field) {
         let _ = resp.insert_header(CACHE_STATUS.clone(), v);
     }
@@ -145,7 +98,9 @@ pub fn decorate_with(
         }
     }
     if status == CacheStatus::Stale {
-        let why = ctx.stale_reason.as_deref().unwrap_or("upstream error");
+        let why = served
+            .and_then(|s| s.reason.as_deref())
+            .unwrap_or("upstream error");
         if let Some(v) = text_value(format!("111 rentcache \"Revalidation Failed: {why}\"")) {
             let _ = resp.insert_header(http::header::WARNING, v);
         }
@@ -179,7 +134,7 @@ pub fn add_cors(resp: &mut ResponseHeader, req: &RequestHeader, ctx: &Ctx) {
 /// The request counters of one config: one per route (and one for unrouted requests) and
 /// cache status, resolved once instead of by label lookup on every request.
 pub struct Counters {
-    config: usize,
+    generation: u64,
     /// `[route][status]`; the last row is for requests that matched no route.
     requests: Vec<[IntCounter; 7]>,
     memory_hits: IntCounter,
@@ -195,7 +150,7 @@ impl Counters {
             config.routes.iter().map(|r| row(&r.name)).collect();
         requests.push(row("-"));
         Counters {
-            config: Arc::as_ptr(config) as usize,
+            generation: config.generation,
             requests,
             memory_hits: metrics.tier_hits.with_label_values(&["memory"]),
             redis_hits: metrics.tier_hits.with_label_values(&["redis"]),
@@ -203,68 +158,35 @@ impl Counters {
     }
 }
 
-/// Where a request came from and what pingora did for it, as far as counting goes.
-pub struct Source<'a> {
-    pub req: &'a RequestHeader,
-    /// A background refresh pingora started: its own request, not a client's.
-    pub background: bool,
-    /// It waited on another request's fill.
-    pub coalesced: bool,
-}
-
-impl<'a> Source<'a> {
-    pub fn of(session: &'a Session) -> Source<'a> {
-        Source {
-            req: session.req_header(),
-            background: session.subrequest_ctx.is_some(),
-            coalesced: session.cache.lock_duration().is_some(),
-        }
-    }
-}
-
 /// Counts one request; called once per request, just before the last byte of its answer leaves.
-pub fn record(
-    metrics: &Metrics,
-    cache: &ArcSwapOption<Counters>,
-    from: Source,
-    ctx: &Ctx,
-    status: CacheStatus,
-) {
-    if from.req.headers.contains_key(crate::warm::WARM_HEADER) {
+pub fn record(metrics: &Metrics, cache: &ArcSwapOption<Counters>, req: &RequestHeader, ctx: &Ctx) {
+    if req.headers.contains_key(crate::warm::WARM_HEADER) {
         metrics
             .background_refreshes
             .with_label_values(&["warm"])
             .inc();
         return;
     }
-    if from.background {
-        let kind = if ctx.found_fresh == Some(true) {
-            "refresh_ahead"
-        } else {
-            "stale_while_revalidate"
-        };
-        metrics
-            .background_refreshes
-            .with_label_values(&[kind])
-            .inc();
-        return;
-    }
-    let generation = Arc::as_ptr(&ctx.config) as usize;
+    let status = ctx.cache_status();
     let counters = match cache.load_full() {
-        Some(c) if c.config == generation => c,
+        Some(c) if c.generation == ctx.config.generation => c,
         _ => {
             let c = Arc::new(Counters::new(metrics, &ctx.config));
             cache.store(Some(c.clone()));
             c
         }
     };
+    let unrouted = counters.requests.len() - 1;
     let row = ctx
         .canonical
         .as_ref()
-        .map_or(counters.requests.len() - 1, |c| c.route);
-    counters.requests[row][status_index(status)].inc();
+        .map_or(unrouted, |c| c.route.min(unrouted));
+    if let Some(r) = counters.requests.get(row) {
+        r[status_index(status)].inc();
+    }
+    let served = ctx.served.as_ref();
     if status.from_cache() {
-        match ctx.tier {
+        match served.and_then(|s| s.tier) {
             Some("memory") => counters.memory_hits.inc(),
             Some("redis") => counters.redis_hits.inc(),
             _ => {}
@@ -274,11 +196,11 @@ pub fn record(
         CacheStatus::Updating => metrics.stale_served.with_label_values(&["updating"]).inc(),
         CacheStatus::Stale => metrics
             .stale_served
-            .with_label_values(&[ctx.stale_reason.as_deref().unwrap_or("error")])
+            .with_label_values(&[served.and_then(|s| s.reason.as_deref()).unwrap_or("error")])
             .inc(),
         _ => {}
     }
-    if from.coalesced {
+    if ctx.coalesced {
         metrics.coalesced.inc();
     }
 }

@@ -23,7 +23,7 @@ pub use index::TagIndex;
 pub use keeper::RedisKeeper;
 pub use memory::MemoryTier;
 pub use redis::RedisTier;
-pub use tiered::{served_from, FillInfo, JustLookedUp, SharedCopy, TieredStorage};
+pub use tiered::{Kept, StoreInfo, TieredStorage};
 
 /// A tier failure; the adapter treats it as a miss (reads) or a skipped write, never as a
 /// client-visible error.

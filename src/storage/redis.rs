@@ -75,8 +75,51 @@ pub enum Lease {
     Acquired(String),
     /// Another fill is running, started at this time (ms since the epoch, holder's clock).
     HeldSince(u64),
+    /// The last fill failed recently; what another instance recorded (see `LeaseState`).
+    Failed(FailedFill),
     /// Redis cannot arbitrate right now: fetch without a lease.
     Unavailable,
+}
+
+/// What the lease key of an entry says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseState {
+    Free,
+    /// A fill started at this time (ms since the epoch, holder's clock).
+    Held(u64),
+    /// The last fill failed; until the key expires (the failure memo), nobody fetches again.
+    Failed(FailedFill),
+}
+
+/// A failed fill as one instance tells the others: the failure's code, and how long the
+/// upstream asked to be left alone (for 429s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedFill {
+    pub code: String,
+    pub retry_after_ms: Option<u64>,
+}
+
+/// Lease values of failed fills start with this; held leases start with an instance id.
+const FAILED: &str = "fail:";
+
+fn lease_state(value: Option<String>) -> LeaseState {
+    let Some(v) = value else {
+        return LeaseState::Free;
+    };
+    if let Some(rest) = v.strip_prefix(FAILED) {
+        let (code, after) = rest.split_once(':').unwrap_or((rest, ""));
+        return LeaseState::Failed(FailedFill {
+            code: code.to_string(),
+            retry_after_ms: after.parse().ok(),
+        });
+    }
+    // An unreadable value reads as a lease taken at 0: bounded like any other wait.
+    LeaseState::Held(
+        v.rsplit(':')
+            .next()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0),
+    )
 }
 
 /// Connections opened on the runtime that uses them (`None` while one is being opened). A
@@ -449,24 +492,65 @@ impl RedisTier {
             .await;
         match set {
             Ok(Some(_)) => Lease::Acquired(value),
-            Ok(None) => match self.lease_holder_since(hash).await {
-                Some(since) => Lease::HeldSince(since),
+            Ok(None) => match self.lease_state(hash).await {
+                Some(LeaseState::Held(since)) => Lease::HeldSince(since),
+                Some(LeaseState::Failed(f)) => Lease::Failed(f),
                 // Released between our SET and GET: the caller simply tries again.
-                None => Lease::HeldSince(0),
+                Some(LeaseState::Free) => Lease::HeldSince(0),
+                None => Lease::Unavailable,
             },
             Err(_) => Lease::Unavailable,
         }
     }
 
-    /// When the current lease on `hash` was taken, if there is one.
-    pub async fn lease_holder_since(&self, hash: &HashBinary) -> Option<u64> {
+    /// What the lease key of `hash` says now (`None`: Redis could not say).
+    pub async fn lease_state(&self, hash: &HashBinary) -> Option<LeaseState> {
         let key = self.lease_key(hash);
-        let v: Option<String> = self
-            .op(|mut c| async move { c.query(redis::cmd("GET").arg(&key)).await })
+        self.op(|mut c| async move { c.query::<Option<String>>(redis::cmd("GET").arg(&key)).await })
             .await
             .ok()
-            .flatten();
-        v.and_then(|v| v.rsplit(':').next().and_then(|t| t.parse().ok()))
+            .map(lease_state)
+    }
+
+    /// Turns our lease into the record of a failed fill for `keep` (only if the lease is
+    /// still ours): other instances share the failure instead of asking the upstream again.
+    pub async fn fail_lease(
+        &self,
+        hash: &HashBinary,
+        value: &str,
+        failed: &FailedFill,
+        keep: Duration,
+    ) {
+        static FAIL: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                "if redis.call('get', KEYS[1]) == ARGV[1] then \
+                 return redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) else return 0 end",
+            )
+        });
+        let ms = keep.as_millis().min(u64::MAX as u128) as u64;
+        if ms == 0 {
+            return self.release_lease(hash, value).await;
+        }
+        let key = self.lease_key(hash);
+        let record = format!(
+            "{FAILED}{}:{}",
+            failed.code,
+            failed
+                .retry_after_ms
+                .map(|ms| ms.to_string())
+                .unwrap_or_default()
+        );
+        let value = value.to_string();
+        let _ = self
+            .op(|mut c| async move {
+                let mut inv = FAIL.key(&key);
+                inv.arg(&value).arg(&record).arg(ms);
+                match &mut c {
+                    Conn::Single(m) => inv.invoke_async::<redis::Value>(m).await,
+                    Conn::Cluster(m) => inv.invoke_async::<redis::Value>(m).await,
+                }
+            })
+            .await;
     }
 
     /// Keeps a lease alive while its holder's upstream call runs.
@@ -760,9 +844,31 @@ pub fn pubsub_urls(cfg: &Redis) -> Vec<String> {
     }
 }
 
-pub fn lease_started(lease: &Lease) -> Option<SystemTime> {
-    match lease {
-        Lease::HeldSince(ms) => Some(UNIX_EPOCH + Duration::from_millis(*ms)),
-        _ => None,
+#[cfg(test)]
+mod lease_tests {
+    use super::*;
+
+    #[test]
+    fn lease_values_read_back() {
+        assert_eq!(lease_state(None), LeaseState::Free);
+        assert_eq!(
+            lease_state(Some("ab12:77:1700000000000".into())),
+            LeaseState::Held(1_700_000_000_000)
+        );
+        assert_eq!(lease_state(Some("junk".into())), LeaseState::Held(0));
+        assert_eq!(
+            lease_state(Some("fail:status-503:".into())),
+            LeaseState::Failed(FailedFill {
+                code: "status-503".into(),
+                retry_after_ms: None
+            })
+        );
+        assert_eq!(
+            lease_state(Some("fail:rate-limited:7000".into())),
+            LeaseState::Failed(FailedFill {
+                code: "rate-limited".into(),
+                retry_after_ms: Some(7000)
+            })
+        );
     }
 }

@@ -1,67 +1,56 @@
-//! The one adapter between our tiers and pingora's `Storage`: lookups go fastest tier first
-//! and promote what slower tiers hold; fills, revalidations and purges reach every tier.
+//! The tiers as one store: lookups go fastest tier first and promote what slower tiers
+//! hold; fills, revalidations and purges reach every tier.
 
-use std::any::Any;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use log::{debug, warn};
-use pingora::cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
-use pingora::cache::storage::{
-    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
-    PurgeType,
-};
-use pingora::cache::trace::SpanHandle;
-use pingora::cache::{CacheKey, CacheMeta, Storage};
+use pingora::cache::key::HashBinary;
 use pingora::http::ResponseHeader;
-use pingora::Result;
 
 use super::{Entry, EntryTimes, MemoryTier, RedisTier, TagIndex, Tier};
 use crate::config::Config;
 use crate::policy::{tags, validators};
 
-/// Which tier answered the lookup that produced `hit` (for headers and metrics).
-pub fn served_from(hit: &HitHandler) -> Option<&'static str> {
-    hit.as_any().downcast_ref::<EntryHit>().map(|h| h.tier)
-}
-
-/// Marks a response that is a copy of an entry another instance already put in the shared
-/// tier (set by the proxy in the meta's extensions): it is stored in memory only.
-#[derive(Debug, Clone, Copy)]
-pub struct SharedCopy;
-
-/// What the proxy tells a fill about its entry (in the meta's extensions): the route, for
-/// tags, and whether a changed body should refresh what depends on it.
-#[derive(Clone)]
-pub struct FillInfo {
-    pub route: String,
+/// What a fill tells the store about its entry: the route, for tags, and whether a changed
+/// body should refresh what depends on it.
+pub struct StoreInfo<'a> {
+    pub route: &'a str,
     pub watch_changes: bool,
-    pub config: Arc<Config>,
+    pub config: &'a Arc<Config>,
+    /// A copy of what another instance already put in the shared tier: memory only.
+    pub shared_copy: bool,
 }
 
-/// Set on a cache key by the proxy when its direct hit path has just looked the key up in
-/// every tier and found nothing usable: the pingora lookup that follows at once asks memory
-/// only, so a miss costs one Redis read, not two. Any later lookup of the same request
-/// (after waiting for another request's fill) asks every tier again.
-#[derive(Clone, Debug)]
-pub struct JustLookedUp(Arc<AtomicBool>);
-
-impl JustLookedUp {
-    pub fn new() -> JustLookedUp {
-        JustLookedUp(Arc::new(AtomicBool::new(true)))
-    }
-
-    fn take(&self) -> bool {
-        self.0.swap(false, Ordering::AcqRel)
-    }
+/// Which tiers kept an entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Kept {
+    pub memory: bool,
+    pub redis: bool,
 }
 
-impl Default for JustLookedUp {
-    fn default() -> Self {
-        JustLookedUp::new()
+impl Kept {
+    fn add(&mut self, tier: &str) {
+        match tier {
+            "memory" => self.memory = true,
+            _ => self.redis = true,
+        }
+    }
+
+    pub fn any(self) -> bool {
+        self.memory || self.redis
+    }
+
+    /// The fastest tier that kept it.
+    pub fn first(self) -> Option<&'static str> {
+        if self.memory {
+            Some("memory")
+        } else if self.redis {
+            Some("redis")
+        } else {
+            None
+        }
     }
 }
 
@@ -245,11 +234,102 @@ impl TieredStorage {
         None
     }
 
-    async fn put_all(&self, entry: Arc<Entry>, tiers: &[Arc<dyn Tier>]) -> bool {
-        let mut stored = false;
+    /// Stores a complete answer in every tier it fits, indexes its tags, and, when the route
+    /// watches changes and the body differs from the stored one, soft-purges what shows it.
+    /// Returns the entry as stored (its body in one buffer where memory keeps it) and the
+    /// tiers that kept it.
+    pub async fn store(&'static self, entry: Entry, info: StoreInfo<'_>) -> (Arc<Entry>, Kept) {
+        let mut entry_tags = vec![tags::route_tag(info.route)];
+        // JSON arrays (lists, details, media) name their properties: `property:N` tags.
+        let body_tags = if tags::looks_like_json_array(&entry.body) {
+            tags::body_tags(&entry.body)
+        } else {
+            Vec::new()
+        };
+        entry_tags.extend(body_tags.iter().cloned());
+        let previous = match info.watch_changes {
+            true => self.first(&entry.hash).await,
+            false => None,
+        };
+        let entry = Arc::new(self.compact(entry));
+        let tiers = if info.shared_copy {
+            &self.tiers[..1]
+        } else {
+            &self.tiers[..]
+        };
+        let kept = self.put_all(entry.clone(), tiers).await;
+        if kept.any() {
+            self.index
+                .add(
+                    &entry.key,
+                    &entry_tags,
+                    entry.usable_until(),
+                    !info.shared_copy,
+                )
+                .await;
+        }
+        if let Some(old) = previous {
+            if validators::etag(&old.header) != validators::etag(&entry.header)
+                && !body_tags.is_empty()
+            {
+                // Rentman has no webhooks: a changed detail is how we learn that the lists
+                // showing this property are out of date. They refresh while still served.
+                let spread = tags::expand(&body_tags, &info.config.dependencies);
+                log::info!("{} changed: soft-purging {}", entry.key, spread.join(", "));
+                let key = entry.key.clone();
+                tokio::spawn(async move {
+                    self.purge_tags(&spread, true, Some(&key)).await;
+                });
+            }
+        }
+        (entry, kept)
+    }
+
+    /// What memory keeps, it keeps in one exact-size buffer: the chunks as read from the
+    /// upstream may hold on to larger read buffers, and a hit then needs one write.
+    fn compact(&self, entry: Entry) -> Entry {
+        if !self.memory.admits(entry.body_len) {
+            return entry;
+        }
+        let body = match entry.body.as_slice() {
+            [one] => vec![Bytes::copy_from_slice(one)],
+            many => {
+                let mut one = Vec::with_capacity(entry.body_len);
+                for chunk in many {
+                    one.extend_from_slice(chunk);
+                }
+                vec![Bytes::from(one)]
+            }
+        };
+        Entry { body, ..entry }
+    }
+
+    /// Renews a stored entry confirmed by the upstream (a 304): new times and header, the
+    /// same body, in every tier.
+    pub async fn renew(
+        &self,
+        old: &Entry,
+        times: EntryTimes,
+        header: ResponseHeader,
+    ) -> (Arc<Entry>, Kept) {
+        let entry = Arc::new(old.with_times(times, header));
+        let tiers = self.tiers.clone();
+        let kept = self.put_all(entry.clone(), &tiers).await;
+        (entry, kept)
+    }
+
+    /// Keeps a copy another instance stored (in Redis already) in memory too.
+    pub async fn promote(&self, entry: Arc<Entry>) {
+        if self.memory.admits(entry.size()) {
+            let _ = self.memory.put(entry).await;
+        }
+    }
+
+    async fn put_all(&self, entry: Arc<Entry>, tiers: &[Arc<dyn Tier>]) -> Kept {
+        let mut kept = Kept::default();
         for tier in tiers {
             match tier.put(entry.clone()).await {
-                Ok(super::Admission::Stored) => stored = true,
+                Ok(super::Admission::Stored) => kept.add(tier.name()),
                 Ok(super::Admission::TooLarge) => {
                     debug!(
                         "{} ({} bytes) too large for {}",
@@ -262,7 +342,7 @@ impl TieredStorage {
                 Err(e) => debug!("cache write to {} failed: {e}", tier.name()),
             }
         }
-        stored
+        kept
     }
 
     async fn remove_all(&self, hash: &HashBinary) -> bool {
@@ -300,275 +380,6 @@ impl TieredStorage {
         let tiers = self.tiers.clone();
         self.put_all(Arc::new(old.with_times(times, header)), &tiers)
             .await
-    }
-}
-
-fn target_hash(target: PurgeTarget<'_>) -> HashBinary {
-    let key: &CompactCacheKey = target.key();
-    key.primary
-}
-
-#[async_trait]
-impl Storage for TieredStorage {
-    async fn lookup(
-        &'static self,
-        key: &CacheKey,
-        _trace: &SpanHandle,
-    ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let hash = key.primary_bin();
-        let memory_only = key
-            .extensions
-            .get::<JustLookedUp>()
-            .is_some_and(JustLookedUp::take);
-        let Some((entry, tier)) = self
-            .find_usable(&hash, key.primary_key_str(), SystemTime::now(), memory_only)
-            .await
-        else {
-            return Ok(None);
-        };
-        let meta = entry.meta();
-        Ok(Some((meta, Box::new(EntryHit::new(entry, tier)))))
-    }
-
-    async fn get_miss_handler(
-        &'static self,
-        key: &CacheKey,
-        meta: &CacheMeta,
-        _trace: &SpanHandle,
-    ) -> Result<MissHandler> {
-        Ok(Box::new(Fill {
-            storage: self,
-            shared_copy: meta.extensions().get::<SharedCopy>().is_some(),
-            info: meta.extensions().get::<FillInfo>().cloned(),
-            key: key.primary_key_str().unwrap_or_default().to_string(),
-            hash: key.primary_bin(),
-            times: EntryTimes::of(meta),
-            header: meta.response_header().clone(),
-            body: Vec::new(),
-        }))
-    }
-
-    async fn purge(
-        &'static self,
-        target: PurgeTarget<'_>,
-        _purge_type: PurgeType,
-        _trace: &SpanHandle,
-    ) -> Result<PurgeOutcome> {
-        Ok(if self.invalidate(&target_hash(target), false).await {
-            PurgeOutcome::Purged(None)
-        } else {
-            PurgeOutcome::NotFound
-        })
-    }
-
-    async fn expire(
-        &'static self,
-        target: PurgeTarget<'_>,
-        _trace: &SpanHandle,
-    ) -> Result<PurgeOutcome> {
-        Ok(if self.invalidate(&target_hash(target), true).await {
-            PurgeOutcome::Expired
-        } else {
-            PurgeOutcome::NotFound
-        })
-    }
-
-    async fn update_meta(
-        &'static self,
-        key: &CacheKey,
-        meta: &CacheMeta,
-        _trace: &SpanHandle,
-    ) -> Result<bool> {
-        let times = EntryTimes::of(meta);
-        let header = meta.response_header().clone();
-        Ok(self
-            .rewrite(&key.primary_bin(), |_| (times, header.clone()))
-            .await)
-    }
-
-    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
-        self
-    }
-}
-
-/// Collects a response body, then stores the complete entry in every tier on `finish`.
-/// Dropped without `finish` (an aborted or rejected fill), it stores nothing.
-struct Fill {
-    storage: &'static TieredStorage,
-    /// Already in the shared tier (relayed from another instance's fill): memory only.
-    shared_copy: bool,
-    info: Option<FillInfo>,
-    key: String,
-    hash: HashBinary,
-    times: EntryTimes,
-    header: ResponseHeader,
-    body: Vec<Bytes>,
-}
-
-#[async_trait]
-impl HandleMiss for Fill {
-    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
-        if !data.is_empty() {
-            self.body.push(data);
-        }
-        Ok(())
-    }
-
-    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
-        let Fill {
-            storage,
-            shared_copy,
-            info,
-            key,
-            hash,
-            times,
-            mut header,
-            body,
-        } = *self;
-        let mut entry_tags = Vec::new();
-        let mut body_tags = Vec::new();
-        if let Some(i) = &info {
-            entry_tags.push(tags::route_tag(&i.route));
-            // JSON arrays (lists, details, media) name their properties: `property:N` tags.
-            if tags::looks_like_json_array(&body) {
-                body_tags = tags::body_tags(&body);
-                entry_tags.extend(body_tags.iter().cloned());
-            }
-        }
-        let previous = match &info {
-            Some(i) if i.watch_changes => storage.first(&hash).await,
-            _ => None,
-        };
-        validators::complete_stored_header(&mut header, &body);
-        let len: usize = body.iter().map(Bytes::len).sum();
-        // What memory keeps, it keeps in one exact-size buffer: the chunks as read from the
-        // upstream may hold on to larger read buffers, and a hit then needs one write.
-        let body = if body.len() > 1 && storage.memory.admits(len) {
-            let mut one = Vec::with_capacity(len);
-            for chunk in &body {
-                one.extend_from_slice(chunk);
-            }
-            vec![Bytes::from(one)]
-        } else if body.len() == 1 && storage.memory.admits(len) {
-            vec![Bytes::copy_from_slice(&body[0])]
-        } else {
-            body
-        };
-        let entry = Arc::new(Entry::new(key, hash, times, header, body));
-        let size = entry.size();
-        let tiers = if shared_copy {
-            &storage.tiers[..1]
-        } else {
-            &storage.tiers[..]
-        };
-        storage.put_all(entry.clone(), tiers).await;
-        if !entry_tags.is_empty() {
-            storage
-                .index
-                .add(&entry.key, &entry_tags, entry.usable_until(), !shared_copy)
-                .await;
-        }
-        if let (Some(old), Some(i)) = (previous, info) {
-            if validators::etag(&old.header) != validators::etag(&entry.header)
-                && !body_tags.is_empty()
-            {
-                // Rentman has no webhooks: a changed detail is how we learn that the lists
-                // showing this property are out of date. They refresh while still served.
-                let spread = tags::expand(&body_tags, &i.config.dependencies);
-                log::info!("{} changed: soft-purging {}", entry.key, spread.join(", "));
-                let key = entry.key.clone();
-                tokio::spawn(async move {
-                    storage.purge_tags(&spread, true, Some(&key)).await;
-                });
-            }
-        }
-        Ok(MissFinishType::Created(size))
-    }
-}
-
-/// Serves one entry's body, optionally a byte range of it.
-struct EntryHit {
-    entry: Arc<Entry>,
-    tier: &'static str,
-    /// Next chunk to send.
-    chunk: usize,
-    /// Byte offset where `chunk` starts.
-    offset: usize,
-    /// Requested range [start, end).
-    range: (usize, usize),
-}
-
-impl EntryHit {
-    fn new(entry: Arc<Entry>, tier: &'static str) -> EntryHit {
-        let len = entry.body_len;
-        EntryHit {
-            entry,
-            tier,
-            chunk: 0,
-            offset: 0,
-            range: (0, len),
-        }
-    }
-}
-
-#[async_trait]
-impl HandleHit for EntryHit {
-    async fn read_body(&mut self) -> Result<Option<Bytes>> {
-        let (start, end) = self.range;
-        while let Some(chunk) = self.entry.body.get(self.chunk) {
-            let chunk_start = self.offset;
-            let chunk_end = chunk_start + chunk.len();
-            self.chunk += 1;
-            self.offset = chunk_end;
-            if chunk_end <= start {
-                continue;
-            }
-            if chunk_start >= end {
-                return Ok(None);
-            }
-            let from = start.saturating_sub(chunk_start);
-            let to = (end - chunk_start).min(chunk.len());
-            return Ok(Some(chunk.slice(from..to)));
-        }
-        Ok(None)
-    }
-
-    async fn finish(
-        self: Box<Self>,
-        _storage: &'static (dyn Storage + Sync),
-        _key: &CacheKey,
-        _trace: &SpanHandle,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    fn can_seek(&self) -> bool {
-        true
-    }
-
-    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
-        let len = self.entry.body_len;
-        if start >= len && len > 0 {
-            return pingora::Error::e_explain(
-                pingora::ErrorType::InternalError,
-                format!("seek start {start} beyond body length {len}"),
-            );
-        }
-        self.range = (start, end.map_or(len, |e| e.min(len)));
-        self.chunk = 0;
-        self.offset = 0;
-        Ok(())
-    }
-
-    fn get_eviction_weight(&self) -> usize {
-        self.entry.size()
-    }
-
-    fn as_any(&self) -> &(dyn Any + Send + Sync) {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
-        self
+            .any()
     }
 }

@@ -1,14 +1,16 @@
 //! One upstream call per key across every instance sharing a Redis: before fetching, an
 //! instance takes the key's lease; others wait for the entry the holder stores (newer than
-//! its lease) and answer with that. A holder that dies stops renewing, its lease expires,
-//! and a waiter takes over.
+//! its lease) and answer with that. A holder whose fetch fails turns its lease into the
+//! record of that failure for the failure memo's time, so the others share the failure
+//! instead of each asking the upstream again. A holder that dies stops renewing, its lease
+//! expires, and a waiter takes over.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use pingora::cache::key::HashBinary;
 
-use crate::storage::redis::Lease;
+use crate::storage::redis::{FailedFill, Lease, LeaseState};
 use crate::storage::{Entry, RedisTier, Tier};
 
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
@@ -19,6 +21,8 @@ pub enum Coordinated {
     Fetch(Option<LeaseGuard>),
     /// Another instance stored this while we waited.
     Filled(Arc<Entry>),
+    /// Another instance's fetch failed recently.
+    Failed(FailedFill),
 }
 
 /// Our lease, renewed in the background until dropped.
@@ -53,6 +57,7 @@ pub async fn coordinate(redis: &Arc<RedisTier>, hash: &HashBinary, limit: Durati
         let since_ms = match redis.try_lease(hash).await {
             Lease::Acquired(v) => return Coordinated::Fetch(Some(guard(redis, *hash, v))),
             Lease::Unavailable => return Coordinated::Fetch(None),
+            Lease::Failed(f) => return Coordinated::Failed(f),
             // Released between our two calls: a fill just finished or failed; try again.
             // Bounded like any wait: an unreadable lease value also reads as 0.
             Lease::HeldSince(0) if Instant::now() < deadline => continue,
@@ -72,24 +77,21 @@ pub async fn coordinate(redis: &Arc<RedisTier>, hash: &HashBinary, limit: Durati
                 Ok(_) => {}
                 Err(_) => return Coordinated::Fetch(None),
             }
-            if redis.lease_holder_since(hash).await != Some(since_ms) {
-                // The holder is done. It stores before it releases, so what it stored (if
-                // anything) is there now, even if the read above came just before the store.
-                if let Ok(Some(e)) = redis.get(hash).await {
-                    if e.times.updated >= since {
-                        return Coordinated::Filled(e);
-                    }
-                }
-                // It stored nothing newer, or died: compete again.
-                break;
+            match redis.lease_state(hash).await {
+                Some(LeaseState::Held(ms)) if ms == since_ms => continue,
+                Some(LeaseState::Failed(f)) => return Coordinated::Failed(f),
+                None => return Coordinated::Fetch(None),
+                Some(_) => {}
             }
+            // The holder is done. It stores before it releases, so what it stored (if
+            // anything) is there now, even if the read above came just before the store.
+            if let Ok(Some(e)) = redis.get(hash).await {
+                if e.times.updated >= since {
+                    return Coordinated::Filled(e);
+                }
+            }
+            // It stored nothing newer, or died: compete again.
+            break;
         }
     }
-}
-
-pub fn age_of(entry: &Entry) -> u64 {
-    SystemTime::now()
-        .duration_since(entry.times.updated)
-        .unwrap_or_default()
-        .as_secs()
 }

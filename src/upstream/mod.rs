@@ -1,54 +1,40 @@
-//! The origin gateway: the only code that talks to Rentman.
+//! The only code that talks to Rentman.
 //!
-//! The proxy sends its upstream requests here over a private Unix socket. The gateway adds the
-//! token, asks for an identity encoding, applies timeouts, and turns every kind of upstream
-//! failure (5xx, 429, refused, reset, timeout, and a 200 whose body cannot be content) into a
-//! 5xx with a JSON body and a reason header *before* any byte reaches the proxy. That ordering
-//! is the point: pingora decides stale-if-error on the response header, so a soft error found
-//! after the header had been forwarded could no longer be answered with the stale entry.
+//! A cacheable request is fetched whole, in process (`Upstream::fetch`): admitted by the
+//! throttle (budget, adaptive concurrency limit, 429 pause), sent with the token and an
+//! identity encoding, its interim 1xx answers read past, its body read to the end and checked
+//! as the route asks, and every way it can go wrong returned as a typed [`FetchError`] before a
+//! byte reaches any client. That ordering is the point: a 200 whose body is not content (a
+//! revoked token) is found before anything is stored or sent, so the proxy can still answer
+//! with the stale copy. Requests that are not cached go through pingora's proxy instead;
+//! `Upstream::rewrite` prepares them the same way (token, host, encoding).
 
-mod board;
 mod coordinate;
 mod failure;
+pub mod limit;
 mod memo;
 mod origin;
-mod ready;
 mod throttle;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use log::{info, warn};
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
-use pingora::http::RequestHeader;
-use pingora::protocols::http::ServerSession;
-use pingora::server::ShutdownWatch;
-use pingora::services::listening::Service;
+use log::info;
+use log::warn;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::upstreams::peer::HttpPeer;
 
-pub use board::{FailureBoard, REQUEST_ID_HEADER};
-pub use failure::{Failure, REASON_HEADER};
-use memo::FailureMemo;
+pub use coordinate::{coordinate, Coordinated, LeaseGuard};
+pub use failure::{Failure, FetchError, Fetched};
+pub use memo::FailureMemo;
 use origin::{Origin, IDLE_TIMEOUT};
-pub use ready::ReadyWhenAccepting;
-pub use throttle::Throttle;
+pub use throttle::{Admission, Throttle};
 
-use crate::config::{BodyCheck, Config, Route, SharedConfig, TokenIn};
+use crate::config::{Config, Route, TokenIn};
 use crate::metrics::Metrics;
-use crate::policy::body::{self, BodyProblem};
-use crate::storage::{Entry, RedisTier};
-use coordinate::Coordinated;
-use pingora::cache::key::HashBinary;
-
-/// Names the route of a request from the proxy to the gateway.
-pub const ROUTE_HEADER: &str = "x-rentcache-route";
-/// Carries the key hash (hex) of a cacheable request.
-pub const KEY_HEADER: &str = "x-rentcache-key";
-/// Present when the request will fill the cache (and so may need a lease).
-pub const FILL_HEADER: &str = "x-rentcache-fill";
-/// Marks a response that is another instance's stored entry, not a fresh upstream answer.
-pub const RELAYED_HEADER: &str = "x-rentcache-relayed";
+use crate::policy::body;
+use limit::Sample;
 
 /// The Rentman token: never printed, not even by `{:?}`.
 #[derive(Clone)]
@@ -74,94 +60,287 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Request headers that describe the hop to the gateway, not the request.
-const HOP_HEADERS: [&str; 9] = [
+/// Request headers that describe one hop, not the request (RFC 9110 7.6.1), and the ones the
+/// proxy sets itself for the upstream.
+const HOP_HEADERS: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "te",
     "trailer",
-    "transfer-encoding",
     "upgrade",
     "host",
     "accept-encoding",
 ];
 
-pub struct Gateway {
-    config: SharedConfig,
+/// Bodies up to this size are always held whole, whatever the tiers keep; larger ones are
+/// refused (`too-large`) rather than held in memory.
+const MIN_BODY_CAP: usize = 64 << 20;
+
+/// The validators of a stored copy, sent so that the upstream can answer 304.
+#[derive(Debug, Clone, Default)]
+pub struct Validators {
+    pub etag: Option<http::HeaderValue>,
+    pub last_modified: Option<http::HeaderValue>,
+}
+
+impl Validators {
+    /// Those of `header` the origin issued (rentcache's own `"rc-…"` ETags mean nothing to
+    /// it); `None` when there are none.
+    pub fn of(header: &ResponseHeader) -> Option<Validators> {
+        let etag = header
+            .headers
+            .get(http::header::ETAG)
+            .filter(|v| {
+                v.to_str()
+                    .is_ok_and(|s| !crate::policy::validators::is_own_etag(s))
+            })
+            .cloned();
+        let last_modified = header.headers.get(http::header::LAST_MODIFIED).cloned();
+        (etag.is_some() || last_modified.is_some()).then_some(Validators {
+            etag,
+            last_modified,
+        })
+    }
+}
+
+/// One cacheable request for the upstream: exactly what its canonical key describes.
+pub struct FetchRequest<'a> {
+    pub config: &'a Config,
+    pub route: &'a Route,
+    /// Canonical path and query (before the base path and the token).
+    pub target: &'a str,
+    /// Key headers: (lower-case name, recognised value).
+    pub headers: &'a [(String, String)],
+    /// Ask for a 304 if the upstream's copy still matches these.
+    pub validators: Option<&'a Validators>,
+}
+
+impl FetchRequest<'_> {
+    /// The request asked for one media file's bare base64 (`Accept: application/base64`).
+    fn bare_base64(&self) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, v)| n == "accept" && v == "application/base64")
+    }
+}
+
+pub struct Upstream {
     token: Option<Secret>,
     origin: Origin,
-    board: Arc<FailureBoard>,
-    /// The shared tier, for fill leases across instances.
-    redis: Option<Arc<RedisTier>>,
-    throttle: Arc<Throttle>,
-    memo: FailureMemo,
+    pub throttle: Arc<Throttle>,
     metrics: Arc<Metrics>,
 }
 
-impl Gateway {
+impl Upstream {
     pub fn new(
-        config: SharedConfig,
         token: Option<Secret>,
-        board: Arc<FailureBoard>,
-        redis: Option<Arc<RedisTier>>,
+        ca_file: Option<&str>,
         throttle: Arc<Throttle>,
         metrics: Arc<Metrics>,
-    ) -> Gateway {
-        Gateway {
-            config,
+    ) -> Upstream {
+        Upstream {
             token,
-            origin: Origin::default(),
-            board,
-            redis,
+            origin: Origin::new(ca_file),
             throttle,
-            memo: FailureMemo::default(),
             metrics,
         }
     }
 
-    /// A pingora service answering on the Unix socket `path` (owner-only permissions).
-    pub fn service(self, path: &Path) -> Service<Gateway> {
-        use std::os::unix::fs::PermissionsExt;
-        let mut svc = Service::new("origin gateway".to_string(), self);
-        svc.add_uds(
-            &path.to_string_lossy(),
-            Some(std::fs::Permissions::from_mode(0o600)),
-        );
-        svc
+    /// The peer for this config's upstream, with `read_timeout` for this request.
+    pub async fn peer(&self, config: &Config, read_timeout: Duration) -> Result<HttpPeer, Failure> {
+        self.origin.peer(&config.upstream, read_timeout).await
     }
 
-    /// The request to send upstream for `incoming` (already canonical: the proxy chose the
-    /// path, query and key headers).
-    fn upstream_request(&self, incoming: &RequestHeader, config: &Config) -> RequestHeader {
+    /// Fetches one cacheable request whole; see the module doc.
+    pub async fn fetch(&self, r: &FetchRequest<'_>) -> Result<Fetched, FetchError> {
+        let mut admission = match self.throttle.admit(&r.config.upstream.budget).await {
+            Ok(a) => a,
+            Err(refused) => {
+                self.metrics
+                    .upstream_refusals
+                    .with_label_values(&[&refused.code()])
+                    .inc();
+                return Err(refused.into());
+            }
+        };
+        let started = Instant::now();
+        let outcome = self.exchange(r).await.and_then(|f| judge(r, f));
+        admission.record(match &outcome {
+            Ok(_) => Sample::Answered(started.elapsed()),
+            Err(e) => match e.failure {
+                Failure::Status(_)
+                | Failure::Timeout
+                | Failure::Reset
+                | Failure::ConnectRefused
+                | Failure::IncompleteBody => Sample::Overloaded,
+                // A 429 pauses every call; a soft error says nothing about load.
+                _ => Sample::Answered(started.elapsed()),
+            },
+        });
+        drop(admission);
+        let result = match &outcome {
+            Ok(f) => f.header.status.as_str().to_string(),
+            Err(e) => e.failure.code(),
+        };
+        self.record_call(&r.route.name, &result, started.elapsed());
+        if let Err(FetchError {
+            failure: Failure::RateLimited { retry_after },
+            ..
+        }) = &outcome
+        {
+            self.throttle.pause(*retry_after);
+        }
+        outcome
+    }
+
+    /// Counts one upstream call with its result (a status, or a failure's code).
+    pub fn record_call(&self, route: &str, result: &str, took: Duration) {
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[route, result])
+            .inc();
+        self.metrics
+            .upstream_duration
+            .with_label_values(&[route])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Sends the request and reads the whole answer, past any interim 1xx.
+    async fn exchange(&self, r: &FetchRequest<'_>) -> Result<Fetched, FetchError> {
+        let up = &r.config.upstream;
+        let read_timeout = r.route.upstream_timeout.unwrap_or(up.read_timeout);
+        let peer = self.origin.peer(up, read_timeout).await?;
+        let fail = |e: Box<pingora::Error>| FetchError::from(Failure::from_error(&e));
+        let (mut client, reused) = self
+            .origin
+            .connector
+            .get_http_session(&peer)
+            .await
+            .map_err(fail)?;
+        self.metrics
+            .upstream_connections
+            .with_label_values(&[if reused { "reused" } else { "new" }])
+            .inc();
+        client.set_read_timeout(Some(read_timeout));
+        client.set_write_timeout(Some(read_timeout));
+        let req = self.fill_request(r)?;
+        client
+            .write_request_header(Box::new(req))
+            .await
+            .map_err(fail)?;
+        client.finish_request_body().await.map_err(fail)?;
+        let header = loop {
+            client.read_response_header().await.map_err(fail)?;
+            let Some(h) = client.response_header() else {
+                return Err(Failure::Other("no response header".into()).into());
+            };
+            // Interim answers (100, 102, 103 Early Hints) come before the real one: they are
+            // for the hop, never stored, never forwarded.
+            if !h.status.is_informational() || h.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                break h.clone();
+            }
+        };
+        let cap = body_cap(r.config);
+        let mut body: Vec<Bytes> = Vec::new();
+        let mut len = 0usize;
+        loop {
+            match client.read_response_body().await {
+                Ok(Some(chunk)) => {
+                    len += chunk.len();
+                    if len > cap {
+                        return Err(Failure::TooLarge.into());
+                    }
+                    if !chunk.is_empty() {
+                        body.push(chunk);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return Err(Failure::from_body_error(&e).into()),
+            }
+        }
+        if client.response_done() {
+            self.origin
+                .connector
+                .release_http_session(client, &peer, Some(IDLE_TIMEOUT))
+                .await;
+        }
+        Ok(Fetched { header, body })
+    }
+
+    /// The request a fill sends: the canonical target and key headers, the token, and
+    /// nothing of any one client's (the answer is shared).
+    fn fill_request(&self, r: &FetchRequest<'_>) -> Result<RequestHeader, FetchError> {
+        let target = self.upstream_target(r.config, r.target);
+        let mut req = RequestHeader::build(http::Method::GET, target.as_bytes(), Some(8))
+            .map_err(|_| Failure::Other("the canonical target is not a request target".into()))?;
+        for (name, value) in r.headers {
+            let _ = req.insert_header(name.clone(), value.as_str());
+        }
+        if let Some(v) = r.validators {
+            if let Some(etag) = &v.etag {
+                let _ = req.insert_header(http::header::IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(lm) = &v.last_modified {
+                let _ = req.insert_header(http::header::IF_MODIFIED_SINCE, lm.clone());
+            }
+        }
+        self.add_upstream_headers(r.config, &mut req);
+        Ok(req)
+    }
+
+    /// Rewrites a client's request that pingora forwards uncached: the canonical target, the
+    /// token, the upstream's host and identity encoding; no hop headers, no client token.
+    pub fn rewrite(
+        &self,
+        config: &Config,
+        route: &Route,
+        req: &mut RequestHeader,
+        target: &str,
+        key_headers: &[(String, String)],
+    ) -> pingora::Result<()> {
+        let uri = self.upstream_target(config, target);
+        req.set_uri(uri.parse().map_err(|_| {
+            pingora::Error::explain(pingora::ErrorType::InternalError, "bad canonical target")
+        })?);
+        for name in HOP_HEADERS {
+            req.remove_header(name);
+        }
+        req.remove_header(config.upstream.token_name.as_str());
+        if route.mode == crate::config::Mode::Forced {
+            // The key ignores credentials, so the upstream must not see any either.
+            req.remove_header(&http::header::COOKIE);
+            req.remove_header(&http::header::AUTHORIZATION);
+        }
+        for name in &route.key_header_names {
+            req.remove_header(name);
+        }
+        for (name, value) in key_headers {
+            req.insert_header(name.clone(), value.as_str())?;
+        }
+        self.add_upstream_headers(config, req);
+        Ok(())
+    }
+
+    /// The path and query to ask the upstream for: its base path, the canonical target, and
+    /// the token when it travels as a parameter.
+    fn upstream_target(&self, config: &Config, target: &str) -> String {
         let up = &config.upstream;
-        let mut target = format!(
-            "{}{}",
-            up.path_prefix,
-            incoming
-                .uri
-                .path_and_query()
-                .map(|pq| pq.as_str())
-                .unwrap_or("/")
-        );
+        let mut t = format!("{}{}", up.path_prefix, target);
         if let (TokenIn::Query, Some(token)) = (up.token_in, &self.token) {
-            target.push(if target.contains('?') { '&' } else { '?' });
-            target.push_str(&up.token_name);
-            target.push('=');
-            target.extend(percent_encoding::utf8_percent_encode(
+            t.push(if t.contains('?') { '&' } else { '?' });
+            t.push_str(&up.token_name);
+            t.push('=');
+            t.extend(percent_encoding::utf8_percent_encode(
                 token.expose(),
                 percent_encoding::NON_ALPHANUMERIC,
             ));
         }
-        let mut req = RequestHeader::build(incoming.method.clone(), target.as_bytes(), None)
-            .expect("a canonical target is a valid request target");
-        for (name, value) in incoming.headers.iter() {
-            let n = name.as_str();
-            if HOP_HEADERS.contains(&n) || n.starts_with("x-rentcache-") || n == up.token_name {
-                continue;
-            }
-            let _ = req.append_header(name.clone(), value.clone());
-        }
+        t
+    }
+
+    fn add_upstream_headers(&self, config: &Config, req: &mut RequestHeader) {
+        let up = &config.upstream;
         let default_port = if up.tls { 443 } else { 80 };
         let host = if up.port == default_port {
             up.host.clone()
@@ -174,335 +353,52 @@ impl Gateway {
         if let (TokenIn::Header, Some(token)) = (up.token_in, &self.token) {
             let _ = req.insert_header(up.token_name.clone(), token.expose());
         }
-        req
     }
+}
 
-    async fn respond_failure(&self, s: &mut ServerSession, what: &str, failure: Failure) -> bool {
-        warn!("upstream failure for {what}: {}", failure.message());
-        let (header, body) = failure.response();
-        if let Some(id) = s
-            .get_header(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-        {
-            self.board.post(id, failure);
-        }
-        // Drain what the proxy sent so the connection stays usable.
-        let _ = s.drain_request_body().await;
-        s.write_error_response(header, body).await.is_ok()
-    }
-
-    /// Relays one request; returns whether the connection to the proxy can be reused.
-    async fn relay(&self, s: &mut ServerSession) -> bool {
-        let config = self.config.load_full();
-        let route: Option<&Route> = s
-            .get_header(ROUTE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|name| config.routes.iter().find(|r| r.name == name));
-        let what = format!(
-            "{} {} (route {})",
-            s.req_header().method,
-            s.req_header().uri,
-            route.map_or("-", |r| r.name.as_str())
-        );
-
-        let key = s
-            .get_header(KEY_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_hash);
-        if let Some(f) = key.and_then(|h| self.memo.recent(&h)) {
-            return self.respond_failure(s, &what, f).await;
-        }
-        // A fill: one instance fetches, the others wait for what it stores.
-        let fill = key.filter(|_| s.get_header(FILL_HEADER).is_some());
-        let mut lease = None;
-        if let (Some(hash), Some(redis)) = (fill, &self.redis) {
-            let up = &config.upstream;
-            let limit = up.connect_timeout + up.read_timeout + redis.config().lease;
-            match coordinate::coordinate(redis, &hash, limit).await {
-                Coordinated::Filled(entry) => return relay_entry(s, &entry).await,
-                Coordinated::Fetch(guard) => lease = guard,
-            }
-        }
-
-        let route_name = route.map_or("-", |r| r.name.as_str());
-        let outcome = match self.throttle.admit(&config.upstream.budget).await {
-            Ok(admission) => {
-                let mut call = CallRecord {
-                    metrics: &self.metrics,
-                    route: route_name,
-                    started: std::time::Instant::now(),
-                    done: false,
-                };
-                let outcome = self.forward(s, &config, route, &what, &mut call).await;
-                drop(admission);
-                call.finish(&match &outcome {
-                    Ok((_, status)) => status.to_string(),
-                    Err(f) => f.code(),
-                });
-                outcome
-            }
-            Err(refused) => {
-                self.metrics
-                    .upstream_refusals
-                    .with_label_values(&[&refused.code()])
-                    .inc();
-                Err(refused)
-            }
-        };
-        if let (Some(guard), Some(hash), Some(redis)) = (&lease, fill, &self.redis) {
-            // The store releases the lease once the entry is written; when nothing will be
-            // stored, release it now so that waiting instances need not wait for it to expire.
-            let stored = matches!(&outcome, Ok((_, status))
-                if route.is_some_and(|r| r.cacheable_statuses.contains(status)));
-            if !stored {
-                redis.release_lease(&hash, &guard.value).await;
-            }
-        }
-        match outcome {
-            Ok((reusable, _)) => {
-                if let Some(hash) = key {
-                    self.memo.forget(&hash);
-                }
-                reusable
-            }
-            Err(failure) => {
-                if let Failure::RateLimited { retry_after } = &failure {
-                    self.throttle.pause(*retry_after);
-                }
-                let ours = matches!(failure, Failure::BudgetExhausted { .. } | Failure::Busy);
-                if let (Some(hash), false) = (key, ours) {
-                    self.memo
-                        .record(hash, failure.clone(), config.upstream.failure_memo);
-                }
-                self.respond_failure(s, &what, failure).await
-            }
-        }
-    }
-
-    /// Sends the request upstream and streams the answer back. `Err` means nothing has been
-    /// written to the proxy yet; `Ok((reusable, status))` that a response was relayed.
-    async fn forward(
-        &self,
-        s: &mut ServerSession,
-        config: &Config,
-        route: Option<&Route>,
-        what: &str,
-        call: &mut CallRecord<'_>,
-    ) -> Result<(bool, u16), Failure> {
-        let check_json = route.is_some_and(|r| r.body == BodyCheck::JsonArray);
-        let req = self.upstream_request(s.req_header(), config);
-        let read_timeout = route
-            .and_then(|r| r.upstream_timeout)
-            .unwrap_or(config.upstream.read_timeout);
-        let peer = self.origin.peer(&config.upstream, read_timeout).await?;
-        let fail = |e: Box<pingora::Error>| Failure::from_error(&e);
-        let (mut client, _reused) = self
-            .origin
-            .connector
-            .get_http_session(&peer)
-            .await
-            .map_err(fail)?;
-        client.set_read_timeout(Some(read_timeout));
-        client.set_write_timeout(Some(read_timeout));
-        client
-            .write_request_header(Box::new(req))
-            .await
-            .map_err(fail)?;
-        while let Some(chunk) = s
-            .read_request_body()
-            .await
-            .map_err(|e| Failure::Other(format!("reading the request body: {e}")))?
-        {
-            client
-                .write_request_body(chunk, false)
-                .await
-                .map_err(fail)?;
-        }
-        client.finish_request_body().await.map_err(fail)?;
-        client.read_response_header().await.map_err(fail)?;
-        let resp = client
-            .response_header()
-            .expect("header was just read")
-            .clone();
-        let status = resp.status.as_u16();
-        if status == 429 {
-            let retry_after = resp
+/// Whether a complete answer is content: 429 and 5xx are failures (with the origin's own
+/// answer kept), a 200 must pass the route's body check.
+fn judge(r: &FetchRequest<'_>, f: Fetched) -> Result<Fetched, FetchError> {
+    let status = f.header.status.as_u16();
+    let failure = if status == 429 {
+        Some(Failure::RateLimited {
+            retry_after: f
+                .header
                 .headers
                 .get(http::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(std::time::Duration::from_secs);
-            return Err(Failure::RateLimited { retry_after });
-        }
-        if resp.status.is_server_error() {
-            return Err(Failure::Status(status));
-        }
-
-        // On JSON routes, hold the body back until its first byte proves it is an array.
-        let mut held: Vec<Bytes> = Vec::new();
-        if check_json && status == 200 {
-            loop {
-                let Some(chunk) = client.read_response_body().await.map_err(fail)? else {
-                    return Err(Failure::SoftError(BodyProblem::Empty));
-                };
-                let verdict = body::check_prefix(&chunk);
-                held.push(chunk);
-                match verdict {
-                    None => continue,
-                    Some(Ok(())) => break,
-                    Some(Err(p)) => return Err(Failure::SoftError(p)),
-                }
-            }
-        }
-
-        let mut out = resp;
-        for h in [
-            "connection",
-            "keep-alive",
-            "transfer-encoding",
-            "proxy-connection",
-        ] {
-            out.remove_header(h);
-        }
-        let head_only = s.req_header().method == http::Method::HEAD
-            || matches!(status, 204 | 304)
-            || (100..200).contains(&status);
-        let length: Option<usize> = out
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok());
-        if !head_only && length.is_none() {
-            let _ = out.insert_header(http::header::TRANSFER_ENCODING, "chunked");
-        }
-        // The call is counted before the proxy can have the whole answer: the last body
-        // byte of a sized answer, the header of one without a body, the end of a chunked one.
-        let result = status.to_string();
-        if head_only || length == Some(0) {
-            call.finish(&result);
-        }
-        if s.write_response_header(Box::new(out)).await.is_err() {
-            return Ok((false, status));
-        }
-        let mut relayed = 0;
-        let mut relay = |chunk: &Bytes| {
-            relayed += chunk.len();
-            if length == Some(relayed) {
-                call.finish(&result);
-            }
-        };
-        for chunk in held {
-            relay(&chunk);
-            if s.write_response_body(chunk, false).await.is_err() {
-                return Ok((false, status));
-            }
-        }
-        loop {
-            match client.read_response_body().await {
-                Ok(Some(chunk)) => {
-                    relay(&chunk);
-                    if s.write_response_body(chunk, false).await.is_err() {
-                        return Ok((false, status));
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    // Too late for a status: dropping the connection truncates the response,
-                    // which the proxy treats as a failed fill (nothing is stored).
-                    warn!("upstream failed mid-body for {what}: {e}");
-                    return Ok((false, status));
-                }
-            }
-        }
-        call.finish(&result);
-        if s.finish_body().await.is_err() {
-            return Ok((false, status));
-        }
-        if client.response_done() {
-            self.origin
-                .connector
-                .release_http_session(client, &peer, Some(IDLE_TIMEOUT))
-                .await;
-        }
-        Ok((true, status))
+                .map(|s| Duration::from_secs(s.min(86_400))),
+        })
+    } else if f.header.status.is_server_error() {
+        Some(Failure::Status(status))
+    } else {
+        None
+    };
+    if let Some(failure) = failure {
+        return Err(FetchError {
+            failure,
+            origin: Some(Arc::new(f)),
+        });
     }
-}
-
-/// One upstream call's entry in the metrics, made once.
-struct CallRecord<'a> {
-    metrics: &'a Metrics,
-    route: &'a str,
-    started: std::time::Instant,
-    done: bool,
-}
-
-impl CallRecord<'_> {
-    /// Counts the call with its result (a status, or a failure's code) and its duration so far.
-    fn finish(&mut self, result: &str) {
-        if std::mem::replace(&mut self.done, true) {
-            return;
-        }
-        self.metrics
-            .upstream_requests
-            .with_label_values(&[self.route, result])
-            .inc();
-        self.metrics
-            .upstream_duration
-            .with_label_values(&[self.route])
-            .observe(self.started.elapsed().as_secs_f64());
-    }
-}
-
-/// Answers the proxy with an entry another instance stored, aged as it is.
-async fn relay_entry(s: &mut ServerSession, entry: &Entry) -> bool {
-    let mut header = entry.header.clone();
-    let _ = header.insert_header(http::header::AGE, coordinate::age_of(entry));
-    let _ = header.insert_header(RELAYED_HEADER, "1");
-    let _ = s.drain_request_body().await;
-    if s.write_response_header(Box::new(header)).await.is_err() {
-        return false;
-    }
-    for chunk in &entry.body {
-        if s.write_response_body(chunk.clone(), false).await.is_err() {
-            return false;
+    if status == 200 {
+        if let Err(problem) = body::check(r.route.body, r.bare_base64(), &f.body) {
+            return Err(Failure::SoftError(problem).into());
         }
     }
-    s.finish_body().await.is_ok()
+    Ok(f)
 }
 
-fn parse_hash(hex_text: &str) -> Option<HashBinary> {
-    let mut hash = [0u8; 16];
-    hex::decode_to_slice(hex_text, &mut hash).ok()?;
-    Some(hash)
-}
-
-#[async_trait]
-impl HttpServerApp for Gateway {
-    async fn process_new_http(
-        self: &Arc<Self>,
-        mut session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        match session.read_request().await {
-            Ok(true) => {}
-            _ => return None,
-        }
-        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
-        if !self.relay(&mut session).await {
-            return None;
-        }
-        let settings = HttpPersistentSettings::for_session(&session);
-        match session.finish().await {
-            Ok(reusable) => reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
-            Err(_) => None,
-        }
-    }
-}
-
-/// A socket path private to this process.
-pub fn socket_path() -> PathBuf {
-    std::env::temp_dir().join(format!("rentcache-{}-origin.sock", std::process::id()))
+/// The largest body held for one answer: what the tiers may keep, and at least 64 MiB.
+fn body_cap(config: &Config) -> usize {
+    let tiers = config
+        .redis
+        .as_ref()
+        .map_or(0, |r| r.max_object_bytes)
+        .max(config.memory.max_object_bytes);
+    usize::try_from(tiers)
+        .unwrap_or(usize::MAX)
+        .max(MIN_BODY_CAP)
 }
 
 /// Logs, once at start, how the token will be sent (never the token itself).

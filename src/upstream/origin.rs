@@ -8,12 +8,16 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::failure::Failure;
 use crate::config::Upstream;
 
 const DNS_REUSE: Duration = Duration::from_secs(60);
+
+/// Idle upstream connections kept for reuse (pingora's own default).
+const DEFAULT_POOL_SIZE: usize = 128;
 
 /// Idle upstream connections are kept this long for reuse.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(55);
@@ -26,16 +30,21 @@ pub struct Origin {
     resolved: Mutex<Resolved>,
 }
 
-impl Default for Origin {
-    fn default() -> Self {
+impl Origin {
+    /// `ca_file`: the authorities trusted for the upstream's certificate (checked when the
+    /// config was loaded); `None`: the platform's store.
+    pub fn new(ca_file: Option<&str>) -> Origin {
+        let options = ca_file.map(|ca| {
+            let mut o = ConnectorOptions::new(DEFAULT_POOL_SIZE);
+            o.ca_file = Some(ca.to_string());
+            o
+        });
         Origin {
-            connector: Connector::new(None),
+            connector: Connector::new(options),
             resolved: Mutex::new(HashMap::new()),
         }
     }
-}
 
-impl Origin {
     async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, Failure> {
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
             return Ok(SocketAddr::new(ip, port));

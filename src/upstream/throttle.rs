@@ -1,15 +1,16 @@
-//! How hard Rentman is asked: a token-bucket budget per second and per minute, a cap on
-//! requests in flight, and a pause when Rentman answers 429. A fetch that cannot be admitted
-//! waits in a bounded queue for a bounded time, then fails with 503 and `Retry-After`; the
-//! proxy then serves a stale entry where one is allowed. The budget is never exceeded.
+//! How hard Rentman is asked: a token-bucket budget per second and per minute, a limit on
+//! requests in flight (learnt from the upstream, `limit`), and a pause when Rentman answers
+//! 429. A fetch that cannot be admitted waits in a bounded queue for a bounded time, then
+//! fails with 503 and `Retry-After`; the proxy then serves a stale entry where one is
+//! allowed. The budget is never exceeded.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::limit::{ConcurrencyLimit, Sample, Slot};
 use super::Failure;
 use crate::config::Budget;
 
@@ -32,7 +33,7 @@ pub struct ThrottleCounters {
 
 pub struct Throttle {
     buckets: Mutex<Buckets>,
-    inflight: Option<Arc<Semaphore>>,
+    pub limit: Arc<ConcurrencyLimit>,
     waiting: AtomicUsize,
     paused_until: Mutex<Option<Instant>>,
     pub counters: ThrottleCounters,
@@ -40,7 +41,14 @@ pub struct Throttle {
 
 /// Held for the duration of one upstream request.
 pub struct Admission {
-    _permit: Option<OwnedSemaphorePermit>,
+    slot: Slot,
+}
+
+impl Admission {
+    /// What the call showed about the upstream, learnt from when the admission ends.
+    pub fn record(&mut self, sample: Sample) {
+        self.slot.record(sample);
+    }
 }
 
 /// Leaves the waiting queue however the wait ends.
@@ -53,15 +61,16 @@ impl Drop for Waiting<'_> {
 }
 
 impl Throttle {
-    /// `max_concurrent` 0 means no cap (fixed for the life of the process).
-    pub fn new(max_concurrent: usize) -> Throttle {
+    /// `max_concurrent` 0 means no limit; `adaptive`: the limit is learnt up to it (both fixed
+    /// for the life of the process).
+    pub fn new(max_concurrent: usize, adaptive: bool) -> Throttle {
         Throttle {
             buckets: Mutex::new(Buckets {
                 second: 0.0,
                 minute: 0.0,
                 last: None,
             }),
-            inflight: (max_concurrent > 0).then(|| Arc::new(Semaphore::new(max_concurrent))),
+            limit: ConcurrencyLimit::new(max_concurrent, adaptive),
             waiting: AtomicUsize::new(0),
             paused_until: Mutex::new(None),
             counters: ThrottleCounters::default(),
@@ -170,21 +179,18 @@ impl Throttle {
                 }
             }
         }
-        let permit = match &self.inflight {
-            None => None,
-            Some(sem) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, sem.clone().acquire_owned()).await {
-                    Ok(Ok(p)) => Some(p),
-                    _ => {
-                        self.counters.refused_busy.fetch_add(1, Ordering::Relaxed);
-                        return Err(Failure::Busy);
-                    }
+        let slot = match self.limit.try_acquire() {
+            Some(slot) => slot,
+            None => match self.limit.acquire(deadline.into()).await {
+                Some(slot) => slot,
+                None => {
+                    self.counters.refused_busy.fetch_add(1, Ordering::Relaxed);
+                    return Err(Failure::Busy);
                 }
-            }
+            },
         };
         self.counters.admitted.fetch_add(1, Ordering::Relaxed);
-        Ok(Admission { _permit: permit })
+        Ok(Admission { slot })
     }
 
     /// Budget left in the per-second and per-minute buckets (for metrics).
@@ -211,7 +217,7 @@ mod tests {
 
     #[tokio::test]
     async fn never_exceeds_the_bucket() {
-        let t = Throttle::new(0);
+        let t = Throttle::new(0, true);
         let b = budget(0.0, 3.0, 1.0);
         let admitted = futures::future::join_all((0..10).map(|_| t.admit(&b)))
             .await
@@ -220,7 +226,7 @@ mod tests {
             .count();
         assert_eq!(admitted, 3);
         let b = budget(2.0, 0.0, 2.0);
-        let t = Throttle::new(0);
+        let t = Throttle::new(0, true);
         let admitted = futures::future::join_all((0..10).map(|_| t.admit(&b)))
             .await
             .into_iter()
@@ -231,7 +237,7 @@ mod tests {
 
     #[tokio::test]
     async fn queued_requests_get_budget_as_it_refills() {
-        let t = Throttle::new(0);
+        let t = Throttle::new(0, true);
         let mut b = budget(50.0, 0.0, 1.0);
         b.queue_size = 10;
         b.queue_wait = Duration::from_secs(30);
@@ -241,7 +247,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pause_refuses_at_once() {
-        let t = Throttle::new(0);
+        let t = Throttle::new(0, true);
         t.pause(Some(Duration::from_secs(60)));
         match t.admit(&budget(0.0, 0.0, 1.0)).await {
             Err(Failure::RateLimited {
