@@ -52,7 +52,7 @@ fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_every_tier() {
         config("1s", "1h", "0", ""),
         redis.url()
     );
-    let a = Proxy::start(&text, &sim.base(), &[]);
+    let a = Proxy::start(&text, &sim.tls_base(), &[]);
     wait_redis_up(&a);
     let first = a.get(LIST);
     assert_eq!(status(&first), "MISS");
@@ -91,7 +91,7 @@ fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_every_tier() {
         fresh.body, first.body,
         "the refreshed entry replaced the old one"
     );
-    let b = Proxy::start(&text, &sim.base(), &[]);
+    let b = Proxy::start(&text, &sim.tls_base(), &[]);
     wait_redis_up(&b);
     let r = b.get(LIST);
     // Read from Redis, not fetched: the refreshed entry, still fresh, or already past its
@@ -160,7 +160,7 @@ fn stale_if_error_covers_every_kind_of_failure() {
 #[test]
 fn stale_if_error_when_the_origin_is_gone() {
     let mut sim = Sim::start(&[]);
-    let p = Proxy::start(&config("1s", "0", "1h", ""), &sim.base(), &[]);
+    let p = Proxy::start(&config("1s", "0", "1h", ""), &sim.tls_base(), &[]);
     let first = p.get(LIST);
     sim.proc.kill();
     let r = until_not_hit(&p, LIST);
@@ -181,7 +181,7 @@ fn stale_if_error_when_the_origin_is_gone() {
 #[test]
 fn two_hundred_cold_requests_make_one_upstream_call() {
     let sim = Sim::start(&["--latency-ms", "300", "--latency-sigma", "0"]);
-    let p = Proxy::start(&config("1h", "0", "0", ""), &sim.base(), &[]);
+    let p = Proxy::start(&config("1h", "0", "0", ""), &sim.tls_base(), &[]);
     let url = p.url(LIST);
     let results = concurrently(200, move |_| get(&url, &[]));
     for r in &results {
@@ -202,7 +202,7 @@ fn waiters_share_their_leaders_failure_instead_of_hanging() {
         "1",
     ]);
     let text = config("1h", "0", "0", "  failure_memo: 30s\n  fill_wait: 10s");
-    let p = Proxy::start(&text, &sim.base(), &[]);
+    let p = Proxy::start(&text, &sim.tls_base(), &[]);
     let url = p.url(LIST);
     let results = concurrently(100, move |_| get(&url, &[]));
     for r in &results {
@@ -219,7 +219,7 @@ fn waiters_share_their_leaders_failure_instead_of_hanging() {
 #[test]
 fn expired_entries_are_revalidated_with_304() {
     let sim = Sim::start(&["--validators"]);
-    let p = Proxy::start(&config("1s", "0", "0", ""), &sim.base(), &[]);
+    let p = Proxy::start(&config("1s", "0", "0", ""), &sim.tls_base(), &[]);
     let first = p.get(LIST);
     assert_eq!(status(&first), "MISS");
     let etag = first.header("etag").expect("origin etag").to_string();
@@ -237,7 +237,7 @@ fn expired_entries_are_revalidated_with_304() {
 fn the_budget_is_never_exceeded_and_spent_budget_serves_stale() {
     let sim = Sim::start(&[]);
     let text = config("1s", "0", "1h", "  budget: {per_minute: 6, queue_wait: 0s}");
-    let p = Proxy::start(&text, &sim.base(), &[]);
+    let p = Proxy::start(&text, &sim.tls_base(), &[]);
     let started = Instant::now();
     let stale_key = "/propertyadvertising.php?propref=2&noimage=1";
     let first = p.get(stale_key);
@@ -285,7 +285,7 @@ fn the_budget_is_never_exceeded_and_spent_budget_serves_stale() {
 #[test]
 fn a_429_pauses_fetching_for_retry_after() {
     let sim = Sim::start(&[]);
-    let p = Proxy::start(&config("1h", "0", "0", ""), &sim.base(), &[]);
+    let p = Proxy::start(&config("1h", "0", "0", ""), &sim.tls_base(), &[]);
     sim.set(json!({"rate_limit": 1, "retry_after": 30}));
     // At most one request per second gets through; the others are refused with 429.
     let mut saw_429 = false;
@@ -316,7 +316,7 @@ fn refresh_ahead_keeps_a_hot_key_fresh() {
         "{}\nrefresh_ahead: {{hot_threshold: 3, lead: 1s}}\n",
         config("2s", "1h", "0", "")
     );
-    let p = Proxy::start(&text, &sim.base(), &[]);
+    let p = Proxy::start(&text, &sim.tls_base(), &[]);
     assert_eq!(status(&p.get(LIST)), "MISS");
     let mut statuses = Vec::new();
     // Several lifetimes of the entry, requested all the time.

@@ -95,7 +95,7 @@ fn token_as_query_parameter() {
     let token = "q-token-123";
     let sim = Sim::start(&["--token", token]);
     let config = shipped_config().replace("token_in: header", "token_in: query");
-    let proxy = Proxy::start(&config, &sim.base(), &[("RENTMAN_TOKEN", token)]);
+    let proxy = Proxy::start(&config, &sim.tls_base(), &[("RENTMAN_TOKEN", token)]);
     let r = proxy.get(FEATURED);
     assert_eq!(r.status, 200, "{}", r.text());
     let stats = sim.stats();
@@ -314,7 +314,7 @@ fn bad_token_bodies_are_never_cached() {
         let sim = Sim::start(&["--token", "right", "--bad-token-body", kind]);
         // No failure memo: every request asks the origin, so a stored copy would show.
         let config = shipped_config().replace("failure_memo: 2s", "failure_memo: 0s");
-        let proxy = Proxy::start(&config, &sim.base(), &[("RENTMAN_TOKEN", "wrong")]);
+        let proxy = Proxy::start(&config, &sim.tls_base(), &[("RENTMAN_TOKEN", "wrong")]);
         for _ in 0..2 {
             let r = proxy.get(FEATURED);
             assert_eq!(r.status, 502, "{kind}: {}", r.text());

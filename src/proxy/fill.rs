@@ -364,6 +364,11 @@ impl Fills {
             }
             RespCacheable::Uncacheable(why) => {
                 debug!("{}: not stored ({why:?})", c.key);
+                if want.stale.is_some() {
+                    // The upstream's newest answer for the key is not to be stored: the old
+                    // copy must not outlive it (it is no failure to cover for).
+                    self.storage.invalidate(&c.hash, false).await;
+                }
                 Filled {
                     entry: Arc::new(unstored(c, f, now, route.mode != Mode::Forced)),
                     how: How::Fetched,

@@ -106,6 +106,16 @@ impl Simulator {
         let addr = self.listen_address();
         let mut service = Service::new("rentman simulator".to_string(), SimApp::new(self.clone()));
         service.add_tcp(&addr);
+        if let (Some(port), Some(cert), Some(key)) =
+            (self.opts.tls_port, &self.opts.tls_cert, &self.opts.tls_key)
+        {
+            let tls_addr = format!("{}:{port}", self.opts.host);
+            if let Err(e) = service.add_tls(&tls_addr, cert, key) {
+                log::error!("simulator: cannot serve HTTPS on {tls_addr}: {e}");
+            } else {
+                log::info!("Rentman simulator also on https://{tls_addr}");
+            }
+        }
         service.threads = Some(self.opts.threads);
         log::info!(
             "Rentman simulator on http://{addr}: {} properties, seed {}",
@@ -126,9 +136,12 @@ pub fn run(opts: SimOptions) -> i32 {
     let addr = sim.listen_address();
     // Pingora binds inside a spawned task and only logs a failure there, which would leave a
     // process that runs but never listens; check first so the caller gets an exit code.
-    if let Err(e) = bind_without_listening(&addr) {
-        log::error!("cannot listen on {addr}: {e}");
-        return 1;
+    let tls_addr = sim.opts.tls_port.map(|p| format!("{}:{p}", sim.opts.host));
+    for a in std::iter::once(&addr).chain(tls_addr.as_ref()) {
+        if let Err(e) = bind_without_listening(a) {
+            log::error!("cannot listen on {a}: {e}");
+            return 1;
+        }
     }
     exit_if_listener_fails();
 

@@ -18,6 +18,18 @@ pub struct SimOptions {
     #[arg(long, default_value_t = 8081)]
     pub port: u16,
 
+    /// Also serve HTTPS on this port (with --tls-cert and --tls-key), as Rentman does.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    pub tls_port: Option<u16>,
+
+    /// PEM certificate (chain) of the HTTPS listener.
+    #[arg(long)]
+    pub tls_cert: Option<String>,
+
+    /// PEM private key of the HTTPS listener.
+    #[arg(long)]
+    pub tls_key: Option<String>,
+
     /// Worker threads of the simulator's runtime.
     #[arg(long, default_value_t = 2, value_parser = parse_threads)]
     pub threads: usize,

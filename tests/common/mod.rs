@@ -182,10 +182,21 @@ pub fn wait_for_port(proc: &mut Proc, port: u16) -> bool {
     panic!("{} did not listen on {port}:\n{}", proc.name, proc.logs());
 }
 
-/// A running simulator.
+/// The test certificate authority (`tests/tls/`), given to rentcache as `upstream.ca_file`.
+pub const TEST_CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/ca.pem");
+
+/// A test certificate and its key (`origin`, `unknown-ca`, `wrong-name`; see tests/tls).
+pub fn test_cert(name: &str) -> (String, String) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls");
+    (format!("{dir}/{name}.pem"), format!("{dir}/{name}.key"))
+}
+
+/// A running simulator: plain HTTP on `port` (for its controls), and HTTPS on `tls_port`
+/// with the test CA's certificate for 127.0.0.1, as Rentman is reached in production.
 pub struct Sim {
     pub proc: Proc,
     pub port: u16,
+    pub tls_port: u16,
 }
 
 impl Sim {
@@ -193,22 +204,44 @@ impl Sim {
     /// otherwise).
     pub fn start(extra: &[&str]) -> Sim {
         let dir = scratch_dir("sim");
+        let (cert, key) = test_cert("origin");
         for _ in 0..5 {
             let port = free_port();
+            let tls_port = free_port();
             let mut args: Vec<String> = vec!["simulate".into(), "--port".into(), port.to_string()];
+            args.extend([
+                "--tls-port".into(),
+                tls_port.to_string(),
+                "--tls-cert".into(),
+                cert.clone(),
+                "--tls-key".into(),
+                key.clone(),
+            ]);
             if !extra.contains(&"--latency-ms") {
                 args.extend(["--latency-ms".to_string(), "0".to_string()]);
             }
             args.extend(extra.iter().map(|s| s.to_string()));
-            if let Some(proc) = spawn_listening("simulator", BIN, &args, &[], &dir, port) {
-                return Sim { proc, port };
+            if let Some(mut proc) = spawn_listening("simulator", BIN, &args, &[], &dir, port) {
+                if wait_for_port(&mut proc, tls_port) {
+                    return Sim {
+                        proc,
+                        port,
+                        tls_port,
+                    };
+                }
             }
         }
         panic!("simulator failed to start 5 times");
     }
 
+    /// The plain-HTTP address (the simulator's controls, and an `http://` upstream).
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The HTTPS address, for an upstream reached as Rentman is.
+    pub fn tls_base(&self) -> String {
+        format!("https://127.0.0.1:{}", self.tls_port)
     }
 
     /// The simulator's request counters (`GET /__sim/stats`).
@@ -346,6 +379,18 @@ pub fn shipped_config() -> String {
     )
 }
 
+/// `config` with the test CA as `upstream.ca_file` (block or flow style `upstream:`).
+pub fn with_test_ca(config: &str) -> String {
+    let line = format!("ca_file: \"{TEST_CA}\"");
+    if config.contains("upstream: {") {
+        config.replacen("upstream: {", &format!("upstream: {{{line}, "), 1)
+    } else if config.contains("\nupstream:\n") {
+        config.replacen("\nupstream:\n", &format!("\nupstream:\n  {line}\n"), 1)
+    } else {
+        format!("{config}\nupstream:\n  {line}\n")
+    }
+}
+
 /// A running proxy.
 pub struct Proxy {
     pub proc: Proc,
@@ -360,6 +405,9 @@ impl Proxy {
     /// of `origin`, with extra environment variables.
     pub fn start(config: &str, origin: &str, envs: &[(&str, &str)]) -> Proxy {
         let mut config = config.to_string();
+        if origin.starts_with("https://") {
+            config = with_test_ca(&config);
+        }
         if !config.contains("\nadmin:") && !config.starts_with("admin:") {
             config.push_str("\nadmin:\n  listen: \"127.0.0.1:{{ADMIN}}\"\n");
         }
@@ -401,9 +449,9 @@ impl Proxy {
         panic!("proxy failed to start 5 times");
     }
 
-    /// The shipped Rentman routes in front of `sim`.
+    /// The shipped Rentman routes in front of `sim`, over HTTPS.
     pub fn rentman(sim: &Sim, envs: &[(&str, &str)]) -> Proxy {
-        Proxy::start(&shipped_config(), &sim.base(), envs)
+        Proxy::start(&shipped_config(), &sim.tls_base(), envs)
     }
 
     pub fn url(&self, path_and_query: &str) -> String {
