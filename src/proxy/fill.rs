@@ -296,7 +296,8 @@ impl Fills {
         let c = &want.canonical;
         let up = &want.config.upstream;
         let limit = up.connect_timeout + up.read_timeout + redis.config().lease;
-        match coordinate(redis, &c.hash, limit).await {
+        let replacing = want.stale.as_ref().map(|s| s.times.updated);
+        match coordinate(redis, &c.key, &c.hash, replacing, limit).await {
             Coordinated::Fetch(lease) => Ok(lease),
             Coordinated::Filled(entry) => {
                 self.storage.promote(entry.clone()).await;

@@ -130,7 +130,21 @@ impl RentCache {
         };
         let (outcome, joined) = self.fills.fill(want).await;
         ctx.coalesced = joined;
+        let found = match (&outcome, found) {
+            // No copy was found, and now there is no answer either: look once more (a tier
+            // may have failed to answer the first time, another instance may have stored one).
+            (Err(_), None) => self.usable_copy(ctx).await,
+            (_, found) => found,
+        };
         self.answer_fill(req, ctx, found, outcome, joined).await
+    }
+
+    /// A usable copy of the request's key, looked up in every tier now.
+    async fn usable_copy(&self, ctx: &Ctx) -> Option<(Arc<Entry>, &'static str)> {
+        let c = ctx.canonical.as_ref()?;
+        self.storage
+            .find_usable(&c.hash, Some(&c.key), SystemTime::now(), false)
+            .await
     }
 
     /// An expired copy within its stale-while-revalidate window: served at once while a

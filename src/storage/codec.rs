@@ -137,6 +137,26 @@ pub fn encode_head(entry: &Entry) -> Vec<u8> {
     out
 }
 
+/// How many leading bytes of a value hold its key and times, for a key of `key_len` bytes.
+pub fn times_prefix_len(key_len: usize) -> usize {
+    4 + 4 + key_len + 4 + TIMES_LEN
+}
+
+/// The times of a value from its first `times_prefix_len` bytes, if they are of an entry
+/// for `key`.
+pub fn peek_times(prefix: &[u8], key: &str) -> Option<EntryTimes> {
+    let rest = prefix.strip_prefix(MAGIC)?;
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let rest = rest
+        .strip_prefix(key.as_bytes())
+        .filter(|_| u32::from_be_bytes(*len) as usize == key.len())?;
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    if u32::from_be_bytes(*len) as usize != TIMES_LEN {
+        return None;
+    }
+    decode_times(rest.get(..TIMES_LEN)?).ok()
+}
+
 /// Decodes a whole value; `hash` is the entry's key hash (not stored: it is the Redis key).
 pub fn decode(value: Bytes, hash: pingora::cache::key::HashBinary) -> Result<Entry, DecodeError> {
     let mut at = 0usize;
@@ -200,6 +220,19 @@ mod tests {
             h,
             vec![Bytes::from_static(b"[1,"), Bytes::from_static(b"2,3]")],
         )
+    }
+
+    #[test]
+    fn times_are_read_from_the_head_of_a_value() {
+        let e = entry();
+        let v = value(&e);
+        let prefix = &v[..times_prefix_len(e.key.len())];
+        assert_eq!(peek_times(prefix, &e.key), Some(e.times));
+        // Another key's value, a short read, or a foreign value: nothing.
+        assert_eq!(peek_times(prefix, "/p?a=2"), None);
+        assert_eq!(peek_times(&prefix[..prefix.len() - 1], &e.key), None);
+        assert_eq!(peek_times(b"", &e.key), None);
+        assert_eq!(peek_times(b"hello world", &e.key), None);
     }
 
     fn value(e: &Entry) -> Bytes {

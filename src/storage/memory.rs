@@ -16,6 +16,11 @@ use super::{Admission, Entry, Tier, TierError, TierStats};
 
 pub struct MemoryTier {
     cache: TinyUfo<u64, Slot>,
+    /// Held for every change to `cache`. TinyUFO 0.9's weight accounting is not safe under
+    /// concurrent changes of one key (a removal racing an insertion subtracts a weight twice,
+    /// and its total then overflows: a panic in debug builds, a cache that evicts everything
+    /// in release ones). Changes are rare next to reads, which take no lock.
+    writes: parking_lot::Mutex<()>,
     max_bytes: u64,
     max_object_bytes: u64,
     entries: AtomicU64,
@@ -64,6 +69,7 @@ impl MemoryTier {
         let estimated_entries = (limit_kib / 8).clamp(64, 1 << 20);
         MemoryTier {
             cache: TinyUfo::new(limit_kib, estimated_entries),
+            writes: parking_lot::Mutex::new(()),
             max_bytes,
             max_object_bytes,
             entries: AtomicU64::new(0),
@@ -107,9 +113,7 @@ impl MemoryTier {
         let key = short(hash);
         let slot = self.cache.get(&key)?;
         if slot.stored < self.watermark.load(Ordering::Acquire) {
-            if let Some(old) = self.cache.remove(&key) {
-                self.forget(&old);
-            }
+            self.take(key);
             return None;
         }
         slot.entry().filter(|e| e.hash == *hash)
@@ -132,8 +136,35 @@ impl MemoryTier {
 
     /// Drops `hash` without telling anyone (the caller is an invalidation message).
     pub fn drop_local(&self, hash: &HashBinary) {
-        if let Some(old) = self.cache.remove(&short(hash)) {
-            self.forget(&old);
+        self.take(short(hash));
+    }
+
+    /// Drops `entry` if it is still the one held for its key (a newer one stored meanwhile
+    /// stays).
+    pub fn drop_if_current(&self, entry: &Arc<Entry>) {
+        let key = short(&entry.hash);
+        let _one_change_at_a_time = self.writes.lock();
+        let current = self
+            .cache
+            .get(&key)
+            .and_then(|slot| slot.entry())
+            .is_some_and(|e| Arc::ptr_eq(&e, entry));
+        if current {
+            if let Some(old) = self.cache.remove(&key) {
+                self.forget(&old);
+            }
+        }
+    }
+
+    /// Removes a key; whether it was there.
+    fn take(&self, key: u64) -> bool {
+        let _one_change_at_a_time = self.writes.lock();
+        match self.cache.remove(&key) {
+            Some(old) => {
+                self.forget(&old);
+                true
+            }
+            None => false,
         }
     }
 }
@@ -155,6 +186,7 @@ impl Tier for MemoryTier {
             return Ok(Admission::TooLarge);
         }
         let key = short(&entry.hash);
+        let _one_change_at_a_time = self.writes.lock();
         // Replacing in place would hide the old weight from our byte count: remove first.
         if let Some(old) = self.cache.remove(&key) {
             self.forget(&old);
@@ -174,13 +206,7 @@ impl Tier for MemoryTier {
     }
 
     async fn remove(&self, hash: &HashBinary) -> Result<bool, TierError> {
-        match self.cache.remove(&short(hash)) {
-            Some(old) => {
-                self.forget(&old);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(self.take(short(hash)))
     }
 
     fn stats(&self) -> TierStats {
@@ -271,5 +297,45 @@ mod tests {
         assert!(tier.get(&entry(1, 1).hash).await.unwrap().is_none());
         assert!(tier.get(&entry(2, 1).hash).await.unwrap().is_some());
         assert_eq!(tier.stats().entries, 1);
+    }
+
+    #[test]
+    fn concurrent_changes_of_the_same_keys_keep_the_accounting_sound() {
+        // Many threads storing and dropping the same few keys at once, as promotions from
+        // Redis and invalidations do: TinyUFO alone underflows its weights under this.
+        let tier = Arc::new(MemoryTier::new(64 * 1024, 16 * 1024));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let tier = tier.clone();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async {
+                        for i in 0..3000u32 {
+                            let e = entry(i % 3, 1000 + ((i + t) % 5) as usize * 3000);
+                            if (i + t) % 4 == 0 {
+                                tier.remove(&e.hash).await.unwrap();
+                            } else {
+                                tier.put(e).await.unwrap();
+                            }
+                        }
+                    })
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("no panic in the tier");
+        }
+        let stats = tier.stats_now();
+        assert!(stats.entries <= 3, "{stats:?}");
+        assert!(stats.bytes <= 64 * 1024, "{stats:?}");
+        // Still a working cache afterwards.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let e = entry(7, 100);
+        rt.block_on(tier.put(e.clone())).unwrap();
+        assert!(tier.peek(&e.hash).is_some());
     }
 }

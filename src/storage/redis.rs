@@ -71,8 +71,12 @@ impl Conn {
 /// What a lease attempt found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lease {
-    /// This caller may fetch; the value identifies it for renewal and release.
-    Acquired(String),
+    /// This caller may fetch; the value identifies it for renewal and release. `stored`:
+    /// the times of the entry Redis held for the key at that moment.
+    Acquired {
+        value: String,
+        stored: Option<super::EntryTimes>,
+    },
     /// Another fill is running, started at this time (ms since the epoch, holder's clock).
     HeldSince(u64),
     /// The last fill failed recently; what another instance recorded (see `LeaseState`).
@@ -470,34 +474,47 @@ impl RedisTier {
         .map(|_| ())
     }
 
-    /// Tries to become the one instance fetching `hash` from the origin.
-    pub async fn try_lease(&self, hash: &HashBinary) -> Lease {
-        let key = self.lease_key(hash);
+    /// Tries to become the one instance fetching `key` from the origin. Taking the lease
+    /// also reads the times of what Redis holds for the key, in the same round trip: a fill
+    /// that finished just before this one started may have stored a newer copy already.
+    pub async fn try_lease(&self, key: &str, hash: &HashBinary) -> Lease {
+        // Taken, held or failed in one step: KEYS lease and entry share a cluster slot.
+        static TAKE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
+                 return {1, redis.call('getrange', KEYS[2], 0, ARGV[3])} end \
+                 return {0, redis.call('get', KEYS[1]) or ''}",
+            )
+        });
+        let lease_key = self.lease_key(hash);
+        let entry_key = self.entry_key(hash);
         let now = epoch_ms(SystemTime::now());
         let value = format!("{}:{}:{now}", self.instance, rand::random::<u32>());
         let ttl = self.cfg.lease.as_millis() as u64;
+        let last = codec::times_prefix_len(key.len()).saturating_sub(1);
         let v = value.clone();
-        let set = self
+        let got = self
             .op(|mut c| async move {
-                c.query::<Option<String>>(
-                    redis::cmd("SET")
-                        .arg(&key)
-                        .arg(&v)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(ttl),
-                )
-                .await
+                let mut inv = TAKE.key(&lease_key);
+                inv.key(&entry_key).arg(&v).arg(ttl).arg(last);
+                match &mut c {
+                    Conn::Single(m) => inv.invoke_async::<(i64, Vec<u8>)>(m).await,
+                    Conn::Cluster(m) => inv.invoke_async::<(i64, Vec<u8>)>(m).await,
+                }
             })
             .await;
-        match set {
-            Ok(Some(_)) => Lease::Acquired(value),
-            Ok(None) => match self.lease_state(hash).await {
-                Some(LeaseState::Held(since)) => Lease::HeldSince(since),
-                Some(LeaseState::Failed(f)) => Lease::Failed(f),
-                // Released between our SET and GET: the caller simply tries again.
-                Some(LeaseState::Free) => Lease::HeldSince(0),
-                None => Lease::Unavailable,
+        match got {
+            Ok((1, prefix)) => Lease::Acquired {
+                value,
+                stored: codec::peek_times(&prefix, key),
+            },
+            Ok((_, holder)) => match lease_state(
+                (!holder.is_empty()).then(|| String::from_utf8_lossy(&holder).into_owned()),
+            ) {
+                LeaseState::Held(since) => Lease::HeldSince(since),
+                LeaseState::Failed(f) => Lease::Failed(f),
+                // Released between the two steps of another caller: try again.
+                LeaseState::Free => Lease::HeldSince(0),
             },
             Err(_) => Lease::Unavailable,
         }

@@ -223,10 +223,12 @@ impl TieredStorage {
                     }
                     return Some((entry, tier.name()));
                 }
-                Ok(Some(_dead)) => {
-                    // Past every serve-stale window: worthless, free the space now.
-                    let _ = tier.remove(hash).await;
+                Ok(Some(dead)) if i == 0 => {
+                    // Past every serve-stale window: worthless, free the space now (unless
+                    // a newer copy took its place meanwhile). Redis lets its copies expire.
+                    self.memory.drop_if_current(&dead);
                 }
+                Ok(Some(_)) => {}
                 Ok(None) => {}
                 Err(e) => debug!("cache read from {} failed: {e}", tier.name()),
             }

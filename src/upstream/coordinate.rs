@@ -6,7 +6,7 @@
 //! expires, and a waiter takes over.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pingora::cache::key::HashBinary;
 
@@ -50,12 +50,32 @@ fn guard(redis: &Arc<RedisTier>, hash: HashBinary, value: String) -> LeaseGuard 
     LeaseGuard { value, renewal }
 }
 
-/// Decides whether this instance fetches `hash`, waiting at most `limit` for another's fill.
-pub async fn coordinate(redis: &Arc<RedisTier>, hash: &HashBinary, limit: Duration) -> Coordinated {
+/// Decides whether this instance fetches `key`, waiting at most `limit` for another's fill.
+/// `replacing`: when the copy the fill is to replace was stored (none: there is none); a
+/// fresh copy stored after that is what the fill was for.
+pub async fn coordinate(
+    redis: &Arc<RedisTier>,
+    key: &str,
+    hash: &HashBinary,
+    replacing: Option<SystemTime>,
+    limit: Duration,
+) -> Coordinated {
     let deadline = Instant::now() + limit;
     loop {
-        let since_ms = match redis.try_lease(hash).await {
-            Lease::Acquired(v) => return Coordinated::Fetch(Some(guard(redis, *hash, v))),
+        let since_ms = match redis.try_lease(key, hash).await {
+            Lease::Acquired { value, stored } => {
+                let newer = stored.is_some_and(|t| {
+                    t.is_fresh(SystemTime::now()) && replacing.is_none_or(|r| t.updated > r)
+                });
+                if newer {
+                    // Another fill stored it between our lookup and our lease.
+                    if let Ok(Some(e)) = redis.get(hash).await {
+                        redis.release_lease(hash, &value).await;
+                        return Coordinated::Filled(e);
+                    }
+                }
+                return Coordinated::Fetch(Some(guard(redis, *hash, value)));
+            }
             Lease::Unavailable => return Coordinated::Fetch(None),
             Lease::Failed(f) => return Coordinated::Failed(f),
             // Released between our two calls: a fill just finished or failed; try again.

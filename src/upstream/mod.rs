@@ -361,14 +361,16 @@ impl Upstream {
 fn judge(r: &FetchRequest<'_>, f: Fetched) -> Result<Fetched, FetchError> {
     let status = f.header.status.as_u16();
     let failure = if status == 429 {
+        // Without a Retry-After, fetching pauses for a default time: clients are told that.
+        let asked = f
+            .header
+            .headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(86_400)));
         Some(Failure::RateLimited {
-            retry_after: f
-                .header
-                .headers
-                .get(http::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s.min(86_400))),
+            retry_after: Some(asked.unwrap_or(throttle::DEFAULT_PAUSE)),
         })
     } else if f.header.status.is_server_error() {
         Some(Failure::Status(status))

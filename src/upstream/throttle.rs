@@ -15,7 +15,7 @@ use super::Failure;
 use crate::config::Budget;
 
 /// Pause used when a 429 carries no `Retry-After`.
-const DEFAULT_PAUSE: Duration = Duration::from_secs(5);
+pub const DEFAULT_PAUSE: Duration = Duration::from_secs(5);
 
 struct Buckets {
     second: f64,

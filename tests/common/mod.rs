@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod origin;
+
 use std::fs::File;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
