@@ -334,3 +334,49 @@ fn refresh_ahead_keeps_a_hot_key_fresh() {
         "visitors saw only fresh hits"
     );
 }
+
+#[test]
+fn honor_origin_routes_pass_the_origins_own_error_on_when_nothing_is_stale() {
+    use common::origin::{Fault, Origin};
+    let origin = Origin::https("origin");
+    let text = "\
+server: {listen: [\"127.0.0.1:{{PORT}}\"]}
+upstream:
+  base_url: \"{{ORIGIN}}\"
+  failure_memo: 0
+routes:
+  - {name: generic, match: {path: /propertyadvertising.php, query: {kind: generic}},
+     mode: honor_origin, ttl: 1m, body: json_array, include_params: [kind, propref]}
+  - {name: forced, match: {path: /propertyadvertising.php}, ttl: 1m, body: json_array,
+     include_params: [kind, propref]}
+";
+    let p = Proxy::start(text, &origin.base(), &[]);
+
+    // An origin that speaks HTTP caching said 503 with its own page: the client gets that.
+    origin.set("1", Some(Fault::Status(503, Some(30))));
+    let r = p.get("/propertyadvertising.php?kind=generic&propref=1");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.text(), "<html><body>error 503</body></html>");
+    assert_eq!(r.header("retry-after"), Some("30"));
+    assert_eq!(status(&r), "MISS");
+    let cs = r.header("cache-status").unwrap();
+    assert!(cs.contains("fwd-status=503") && cs.contains("detail=\"status-503\""), "{cs}");
+
+    // A forced route (Rentman) answers with rentcache's JSON error instead.
+    origin.set("2", Some(Fault::Status(503, None)));
+    let r = p.get("/propertyadvertising.php?kind=forced&propref=2");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(r.json()["error"]["code"], "upstream_failed");
+
+    // No answer at all: the JSON error on either kind of route.
+    origin.set("3", Some(Fault::ResetBeforeHeader));
+    let r = p.get("/propertyadvertising.php?kind=generic&propref=3");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(r.json()["error"]["code"], "upstream_failed");
+
+    // Nothing of it was stored: once the origin is well, its answer comes.
+    origin.set("1", None);
+    let r = p.get("/propertyadvertising.php?kind=generic&propref=1");
+    assert_eq!(r.status, 200);
+    assert_eq!(status(&r), "MISS");
+}

@@ -373,6 +373,35 @@ fn check_names_file_line_and_key() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK: 5 routes"));
+    // Every shipped route checks its bodies: no warning.
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("warning"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A cached route whose bodies nothing checks is valid, and worth a warning; one that
+    // stores nothing is not.
+    let unchecked = dir.join("unchecked.yaml");
+    std::fs::write(
+        &unchecked,
+        "routes:\n  - {name: stored, match: {path: /a}, ttl: 5m}\n  \
+         - {name: proxied, match: {path: /b}, ttl: 0}\n  \
+         - {name: checked, match: {path: /c}, ttl: 5m, body: json_array}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&unchecked)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: route `stored` stores bodies that nothing checks"),
+        "{err}"
+    );
+    assert!(!err.contains("`proxied`") && !err.contains("`checked`"), "{err}");
 }
 
 #[test]
