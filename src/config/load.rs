@@ -68,6 +68,37 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// `load_file`, with a panic while loading (a bug) turned into an error for the file: the
+/// reloader keeps running and keeps the last good config, and `rentcache check` exits 1 with
+/// a message instead of 101 with a backtrace.
+pub fn load_file_caught(path: &Path) -> Result<Config, ConfigErrors> {
+    caught(&path.display().to_string(), || load_file(path))
+}
+
+fn caught(
+    file: &str,
+    load: impl FnOnce() -> Result<Config, ConfigErrors>,
+) -> Result<Config, ConfigErrors> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(ConfigErrors {
+            file: file.to_string(),
+            errors: vec![ConfigError {
+                line: 0,
+                column: 0,
+                path: "file".into(),
+                message: format!(
+                    "reading this file failed inside rentcache ({what}); this is a bug, please report it"
+                ),
+            }],
+        })
+    })
+}
+
 const SECTIONS: &str =
     "server, admin, upstream, memory, redis, cors, key, refresh_ahead, dependencies, warm, routes";
 
@@ -289,6 +320,75 @@ routes:
                 "missing {want:?} in:\n{e}"
             );
         }
+    }
+
+    #[test]
+    fn a_panicking_load_is_an_error_for_the_file() {
+        let e = caught("p.yaml", || panic!("overflow when adding durations")).unwrap_err();
+        assert_eq!(e.errors.len(), 1);
+        let text = e.to_string();
+        assert!(text.starts_with("p.yaml:0:0: file: "), "{text}");
+        assert!(text.contains("overflow when adding durations"), "{text}");
+    }
+
+    #[test]
+    fn huge_durations_and_sizes_are_located_errors() {
+        // One text per bad upstream value: a section stops at its first type error.
+        let cases = [
+            (
+                "upstream:\n  connect_timeout: 18446744073709551615\n",
+                "x.yaml:2:3: upstream.connect_timeout: invalid duration",
+            ),
+            (
+                "upstream:\n  read_timeout: 99999999999999999d\n",
+                "x.yaml:2:3: upstream.read_timeout: invalid duration",
+            ),
+            (
+                "memory:\n  max_bytes: 99999999999GiB\n",
+                "x.yaml:2:3: memory.max_bytes: invalid size",
+            ),
+            (
+                "server:\n  grace_period: 400d\n",
+                "x.yaml:2:3: server.grace_period: invalid duration",
+            ),
+            (
+                "server:\n  threads: 100000\n",
+                "x.yaml:2:3: server.threads: 100000 is more than 256",
+            ),
+            (
+                "upstream:\n  connect_timeout: 365d\n",
+                "x.yaml:2:3: upstream.connect_timeout: 365d is longer than 1m",
+            ),
+            (
+                "upstream:\n  read_timeout: 365d\n",
+                "x.yaml:2:3: upstream.read_timeout: 365d is longer than 10m",
+            ),
+            (
+                "upstream:\n  max_concurrent: 18446744073709551615\n",
+                "x.yaml:2:3: upstream.max_concurrent: 18446744073709551615 is more than 100000",
+            ),
+            (
+                "redis:\n  url: redis://127.0.0.1:1\n  op_timeout: 2h\n",
+                "x.yaml:3:3: redis.op_timeout: 2h is longer than 1m",
+            ),
+        ];
+        let routes = "routes:\n  - name: a\n    match: {path: /a}\n    ttl: 5m\n";
+        for (head, want) in cases {
+            let e = parse_str(&format!("{head}{routes}"), "x.yaml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.lines().any(|l| l.starts_with(want)),
+                "missing {want:?} in:\n{e}"
+            );
+        }
+        let e = parse_str(&format!("{routes}    upstream_timeout: 11m\n"), "r.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("r.yaml:5:5: routes[0].upstream_timeout: 11m is longer than 10m"),
+            "{e}"
+        );
     }
 
     #[test]
