@@ -590,3 +590,46 @@ fn a_reload_of_huge_durations_is_rejected_and_a_later_edit_applies() {
         "{m}"
     );
 }
+
+#[test]
+fn huge_or_malformed_purge_patterns_get_400_and_the_admin_api_keeps_answering() {
+    let sim = Sim::start(&[]);
+    let p = ops(&sim);
+    assert_eq!(status(&p.get(FEATURED)), "MISS");
+    let auth = format!("Bearer {TOKEN}");
+    for pattern in [
+        "*".repeat(100_000),
+        "a*".repeat(1000),
+        "[oops".to_string(),
+        "[z-a]".to_string(),
+    ] {
+        let body = json!({ "pattern": pattern }).to_string();
+        let r = try_request(
+            "POST",
+            &p.admin_url("/purge"),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("no answer for a {}-byte pattern: {e}", pattern.len()));
+        assert_eq!(r.status, 400, "{}", r.text());
+        let error = &r.json()["error"];
+        assert_eq!(error["status"], 400, "{error}");
+        assert_eq!(error["code"], "bad_pattern", "{error}");
+        assert!(
+            r.body.len() < 2048,
+            "the answer does not echo a huge pattern"
+        );
+    }
+    assert_eq!(status(&p.get(FEATURED)), "HIT");
+    let r = p.admin_post(
+        "/purge",
+        TOKEN,
+        json!({"pattern": "/propertyadvertising.php?*"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["purged"], 1);
+    assert_eq!(status(&p.get(FEATURED)), "MISS");
+}

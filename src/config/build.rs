@@ -317,12 +317,12 @@ fn dependencies(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Vec<Depende
     let mut out = Vec::new();
     for (i, d) in f.dependencies.iter().enumerate() {
         let at = path.index(i);
-        match globset::Glob::new(&d.when) {
-            Ok(g) => out.push(Dependency {
-                when: g.compile_matcher(),
+        match crate::glob::compile(&d.when) {
+            Ok(when) => out.push(Dependency {
+                when,
                 purge: d.purge.clone(),
             }),
-            Err(e) => p.push((at.key("when"), format!("`{}` is not a glob: {e}", d.when))),
+            Err(e) => p.push((at.key("when"), e)),
         }
         if d.purge.is_empty() {
             p.push((at.key("purge"), "list at least one tag".into()));

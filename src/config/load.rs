@@ -392,6 +392,21 @@ routes:
     }
 
     #[test]
+    fn huge_dependency_globs_are_located_errors() {
+        let text = format!(
+            "dependencies:\n  - when: \"property:*\"\n    purge: [a]\n  - when: \"{}\"\n    purge: [b]\nroutes: [{{name: a, match: {{path: /a}}, ttl: 1m}}]\n",
+            "*".repeat(100_000)
+        );
+        let e = parse_str(&text, "d.yaml").unwrap_err();
+        assert_eq!(e.errors.len(), 1, "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("d.yaml:4:5: dependencies[1].when: the pattern is 100000 bytes long"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn syntax_error_has_position() {
         let e = parse_str("routes:\n  - name: [unclosed\n", "s.yaml").unwrap_err();
         assert_eq!(e.errors.len(), 1);

@@ -12,15 +12,13 @@ use log::{info, warn};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use super::invalidation::{self, Invalidation};
 use super::redis::{connect, pubsub_urls, RedisTier};
 use super::{MemoryTier, TagIndex};
 
 /// How often a down Redis is probed, and an up one checked.
 const PROBE_DOWN: Duration = Duration::from_millis(500);
 const PROBE_UP: Duration = Duration::from_secs(2);
-
-/// Invalidation payload meaning "everything".
-pub const ALL: &str = "*";
 
 pub struct RedisKeeper {
     pub redis: Arc<RedisTier>,
@@ -103,37 +101,29 @@ impl RedisKeeper {
     }
 }
 
-/// Applies one invalidation message to this instance's memory tier: a key hash (hex),
-/// `t:<tag>` or `g:<glob>` (keys this instance indexed), or `*` (everything).
+/// Applies one invalidation message to this instance's memory tier (see `invalidation.rs`);
+/// one that cannot be read is ignored with a warning.
 fn apply(memory: &MemoryTier, index: &TagIndex, payload: &[u8]) {
-    let Ok(text) = std::str::from_utf8(payload) else {
-        return;
-    };
     let drop_keys = |keys: Vec<String>| {
         for k in keys {
             memory.drop_local(&pingora::cache::key::hash_key(&k));
         }
     };
-    if text == ALL {
-        memory.distrust_stored_before_now();
-    } else if let Some(tag) = text.strip_prefix("t:") {
-        drop_keys(index.local_keys(tag));
-    } else if let Some(pattern) = text.strip_prefix("g:") {
-        if let Ok(g) = globset::Glob::new(pattern) {
-            let m = g.compile_matcher();
-            drop_keys(
-                index
-                    .local_all()
-                    .into_iter()
-                    .filter(|k| m.is_match(k))
-                    .collect(),
-            );
-        }
-    } else {
-        let mut hash = [0u8; 16];
-        if hex::decode_to_slice(text, &mut hash).is_ok() {
-            memory.drop_local(&hash);
-        }
+    match invalidation::parse(payload) {
+        Ok(Invalidation::All) => memory.distrust_stored_before_now(),
+        Ok(Invalidation::Tag(tag)) => drop_keys(index.local_keys(&tag)),
+        Ok(Invalidation::Glob(m)) => drop_keys(
+            index
+                .local_all()
+                .into_iter()
+                .filter(|k| m.is_match(k))
+                .collect(),
+        ),
+        Ok(Invalidation::Key(hash)) => memory.drop_local(&hash),
+        Err(e) => warn!(
+            "ignoring an invalidation message ({e}): {}",
+            invalidation::excerpt(payload)
+        ),
     }
 }
 

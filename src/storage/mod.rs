@@ -8,6 +8,7 @@
 mod codec;
 mod entry;
 mod index;
+pub mod invalidation;
 mod keeper;
 mod memory;
 pub mod redis;
