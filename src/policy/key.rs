@@ -9,6 +9,7 @@ use pingora::cache::key::HashBinary;
 
 use crate::config::{Config, ParamFilter};
 
+use super::php::{is_token, php_name};
 use super::{query, routes};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,14 +53,14 @@ pub fn canonicalize(
     headers: &HeaderMap,
 ) -> Option<Canonical> {
     let token = config.upstream.token_name.as_str();
+    // Names are compared as Rentman's PHP will read them: `token[]`, `%20token` or
+    // `token%00` are the token there, and `utm.source` is `utm_source`.
     let mut params: Vec<(String, String)> = query::parse(raw_query)
         .into_iter()
-        .filter(|(k, _)| {
-            !k.eq_ignore_ascii_case(token) && !config.key.drop_params.iter().any(|p| p.matches(k))
-        })
+        .filter(|(k, _)| !is_token(k, token) && !matches_any(&config.key.drop_params, k))
         .collect();
     for name in &config.key.params_from_headers {
-        if name == token || query::last(&params, name).is_some() {
+        if is_token(name, token) || query::last(&params, name).is_some() {
             continue;
         }
         if let Some(v) = headers.get(name.as_str()).and_then(|v| v.to_str().ok()) {
@@ -72,7 +73,7 @@ pub fn canonicalize(
     params.retain(|(k, _)| match &route.params {
         ParamFilter::All => true,
         ParamFilter::Include(names) => names.iter().any(|n| n == k),
-        ParamFilter::Exclude(patterns) => !patterns.iter().any(|p| p.matches(k)),
+        ParamFilter::Exclude(patterns) => !matches_any(patterns, k),
     });
     keep_last_of_repeats(&mut params);
     params.sort();
@@ -110,6 +111,13 @@ pub fn canonicalize(
         target,
         headers: key_headers,
     })
+}
+
+/// Whether the parameter spelled `raw` matches one of `patterns`, as spelled or as PHP reads
+/// it.
+fn matches_any(patterns: &[crate::config::ParamPattern], raw: &str) -> bool {
+    let php = php_name(raw);
+    patterns.iter().any(|p| p.matches(raw) || p.matches(&php))
 }
 
 /// PHP keeps the last of repeated names, except `name[]` arrays which collect every value.
@@ -158,6 +166,50 @@ mod tests {
         assert_eq!(a.key, "/propertyadvertising.php?limit=25&page=1&rob=rent");
         assert_eq!(a.target, a.key);
         assert!(!b.key.contains("secret"));
+    }
+
+    #[test]
+    fn renamed_tokens_and_tracking_parameters_are_dropped_on_routes_without_include_params() {
+        let text = include_str!("../../conf/rentcache.yaml").replace(
+            "routes:\n",
+            "routes:\n  - {name: all, match: {path: /all}, ttl: 1m}\n  - {name: most, match: {path: /most}, ttl: 1m, exclude_params: [beds]}\n",
+        );
+        let c = parse_str(&text, "t").unwrap();
+        // `/most` excludes beds in any spelling PHP reads as beds; `/all` keeps them.
+        for (path, kept) in [
+            (
+                "/all",
+                "/all?%20beds=5&beds.=3&beds%5B%5D=4&page=2&rob=rent",
+            ),
+            // `beds.` is `beds_` to PHP, another parameter.
+            ("/most", "/most?beds.=3&page=2&rob=rent"),
+        ] {
+            for spelling in [
+                "token",
+                "TOKEN",
+                "%20token",
+                "+token",
+                "token%00",
+                "token%00x",
+                "token[]",
+                "token[x]",
+                "token.",
+                "token%20",
+                "token[",
+                "%20Token[]",
+                "utm.source",
+                "utm%20source",
+                "utm_source[]",
+                "%20fbclid",
+                "fbclid%00",
+                ".",
+            ] {
+                let query = format!("rob=rent&{spelling}=SECRET&page=2&beds.=3&%20beds=5&beds[]=4");
+                let got = canonicalize(&c, path, Some(&query), &HeaderMap::new()).unwrap();
+                assert_eq!(got.key, kept, "{path} {spelling}");
+                assert!(!got.target.contains("SECRET"));
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod encoding;
 pub mod freshness;
 pub mod key;
 pub mod outer;
+pub mod php;
 pub mod query;
 pub mod routes;
 pub mod tags;
