@@ -609,3 +609,34 @@ fn unreadable_invalidation_messages_are_ignored_and_later_ones_applied() {
     );
     assert!(!logs.contains("panicked"), "{logs}");
 }
+
+#[test]
+fn a_purge_answers_once_every_instance_has_dropped_its_memory_copy() {
+    let redis = RedisServer::start();
+    let sim = Sim::start(&[]);
+    let a = proxy(&sim, &[redis.url()], false);
+    let b = proxy(&sim, &[redis.url()], false);
+    wait_redis_up(&a);
+    wait_redis_up(&b);
+    assert_eq!(status(&a.get(FEATURED)), "MISS");
+    for round in 0..30 {
+        // B holds the entry in memory (read from Redis and promoted, or its own fill).
+        let held = eventually(Duration::from_secs(10), || {
+            let r = b.get(FEATURED);
+            (tier(&r) == "memory").then_some(r)
+        });
+        assert_eq!(status(&held), "HIT", "round {round}");
+
+        let purge = a.admin_post("/purge", ADMIN_TOKEN, serde_json::json!({"url": FEATURED}));
+        assert_eq!(purge.status, 200, "{}", purge.text());
+        assert_eq!(
+            purge.json()["instances"],
+            serde_json::json!({"reached": 2, "acknowledged": 2}),
+            "round {round}: {}",
+            purge.text()
+        );
+        // Acknowledged means dropped: B's very next answer is not from its memory.
+        let after = b.get(FEATURED);
+        assert_eq!(status(&after), "MISS", "round {round}");
+    }
+}

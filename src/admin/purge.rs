@@ -1,6 +1,7 @@
 //! `POST /purge`: invalidate by `url`, `key`, `pattern` (a glob over canonical keys) or `tag`
 //! (expanded by the dependency rules); `soft: true` marks entries stale (served stale while
-//! one refresh runs) instead of deleting them. Every purge reaches every instance's memory.
+//! one refresh runs) instead of deleting them. Every purge reaches every instance's memory;
+//! the answer says how many instances confirmed it within `acks::WAIT`.
 
 use http::StatusCode;
 use serde_json::{json, Value};
@@ -8,6 +9,7 @@ use serde_json::{json, Value};
 use super::{ApiError, Handles};
 use crate::config::Config;
 use crate::policy::{key, tags};
+use crate::storage::acks::{self, Reach};
 
 /// Every key a URL stands for: the canonical key, plus one per key-header value (a URL alone
 /// cannot say which variant a client asked for).
@@ -72,11 +74,16 @@ pub async fn purge(h: &Handles, body: &Value) -> Result<Value, ApiError> {
         ));
     };
     h.metrics.purged_entries.inc_by(purged.len() as u64);
+    let reach = match h.storage.redis() {
+        Some(redis) => acks::confirm(redis, acks::WAIT).await,
+        None => Reach::ALONE,
+    };
     Ok(json!({
         "by": by,
         "soft": soft,
         "purged": purged.len(),
         "keys": purged,
         "considered": considered,
+        "instances": {"reached": reach.reached, "acknowledged": reach.acknowledged},
     }))
 }

@@ -8,6 +8,7 @@
 //! | `t:<tag>` | the keys this instance indexed under the tag |
 //! | `g:<glob>` | the keys this instance indexed that match the glob |
 //! | `*` | everything stored before now |
+//! | `a:<id>` | nothing: a purge's marker, acknowledged in Redis once read (see `acks.rs`) |
 
 use globset::GlobMatcher;
 use pingora::cache::key::HashBinary;
@@ -22,6 +23,13 @@ pub enum Invalidation {
     Key(HashBinary),
     Tag(String),
     Glob(GlobMatcher),
+    /// A purge's marker, with its id (1 to 64 ASCII letters and digits).
+    Marker(String),
+}
+
+/// The marker message for `id`.
+pub fn marker(id: &str) -> String {
+    format!("a:{id}")
 }
 
 /// Reads one message.
@@ -32,6 +40,15 @@ pub fn parse(payload: &[u8]) -> Result<Invalidation, String> {
     }
     if let Some(tag) = text.strip_prefix("t:") {
         return Ok(Invalidation::Tag(tag.to_string()));
+    }
+    if let Some(id) = text.strip_prefix("a:") {
+        // The id becomes part of a Redis key: nothing but letters and digits.
+        let ok = (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric());
+        return if ok {
+            Ok(Invalidation::Marker(id.to_string()))
+        } else {
+            Err("a marker id must be 1 to 64 letters and digits".into())
+        };
     }
     if let Some(pattern) = text.strip_prefix("g:") {
         return crate::glob::compile(pattern).map(Invalidation::Glob);
@@ -71,6 +88,8 @@ mod tests {
             panic!("a key hash");
         };
         assert_eq!(hex::encode(h), hex);
+        let id = "0123456789abcdef0123456789abcdef";
+        assert!(matches!(parse(marker(id).as_bytes()), Ok(Invalidation::Marker(m)) if m == id));
     }
 
     #[test]
@@ -81,6 +100,9 @@ mod tests {
         assert!(parse(b"\xff\xfe").is_err());
         assert!(parse(b"0011").is_err());
         assert!(parse(b"").is_err());
+        assert!(parse(b"a:").is_err());
+        assert!(parse(b"a:x y").is_err());
+        assert!(parse(format!("a:{}", "f".repeat(65)).as_bytes()).is_err());
         let shown = excerpt(huge.as_bytes());
         assert!(
             shown.len() < 120 && shown.ends_with("(100002 bytes)"),

@@ -82,11 +82,22 @@ impl RedisKeeper {
                     info!("listening for invalidations on {channel}");
                     let memory = self.memory.clone();
                     let index = self.index.clone();
+                    let redis = self.redis.clone();
                     let flag = self.subscribed.clone();
                     tokio::spawn(async move {
                         let mut messages = pubsub.into_on_message();
                         while let Some(msg) = messages.next().await {
-                            apply(&memory, &index, msg.get_payload_bytes());
+                            if let Some(id) = apply(&memory, &index, msg.get_payload_bytes()) {
+                                // Everything before the marker is applied: the purge that
+                                // sent it may answer. Acknowledged aside, so that a slow
+                                // Redis does not hold up the messages that follow.
+                                let redis = redis.clone();
+                                tokio::spawn(async move {
+                                    if let Err(e) = redis.acknowledge(&id).await {
+                                        warn!("could not acknowledge a purge: {e}");
+                                    }
+                                });
+                            }
                         }
                         flag.store(false, Ordering::Release);
                         warn!("lost the invalidation subscription; will resubscribe");
@@ -102,14 +113,16 @@ impl RedisKeeper {
 }
 
 /// Applies one invalidation message to this instance's memory tier (see `invalidation.rs`);
-/// one that cannot be read is ignored with a warning.
-fn apply(memory: &MemoryTier, index: &TagIndex, payload: &[u8]) {
+/// one that cannot be read is ignored with a warning. Returns the id of a purge's marker,
+/// which this instance acknowledges.
+fn apply(memory: &MemoryTier, index: &TagIndex, payload: &[u8]) -> Option<String> {
     let drop_keys = |keys: Vec<String>| {
         for k in keys {
             memory.drop_local(&pingora::cache::key::hash_key(&k));
         }
     };
     match invalidation::parse(payload) {
+        Ok(Invalidation::Marker(id)) => return Some(id),
         Ok(Invalidation::All) => memory.distrust_stored_before_now(),
         Ok(Invalidation::Tag(tag)) => drop_keys(index.local_keys(&tag)),
         Ok(Invalidation::Glob(m)) => drop_keys(
@@ -125,6 +138,7 @@ fn apply(memory: &MemoryTier, index: &TagIndex, payload: &[u8]) {
             invalidation::excerpt(payload)
         ),
     }
+    None
 }
 
 #[async_trait]
