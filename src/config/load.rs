@@ -431,3 +431,172 @@ routes:
         assert!(e.contains("m.yaml:1:1: routes: at least one route"), "{e}");
     }
 }
+
+/// The loader on generated text: any text is a config or located errors, never a panic
+/// (`PROPTEST_CASES` sets how many; `bench/fuzz.sh` runs millions).
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SHIPPED: &str = include_str!("../../conf/rentcache.yaml");
+
+    /// Pieces of YAML, of this file format, and of values at and past every bound.
+    const PIECES: &[&str] = &[
+        "\n",
+        "  ",
+        "    ",
+        "- ",
+        ": ",
+        ":",
+        ",",
+        "{",
+        "}",
+        "[",
+        "]",
+        "#",
+        "'",
+        "\"",
+        "&a ",
+        "*a",
+        "<<: *a",
+        "!!str ",
+        "!!binary ",
+        "? ",
+        "---\n",
+        "...\n",
+        "|\n",
+        ">\n",
+        "\t",
+        "~",
+        "null",
+        "true",
+        "-1",
+        "0",
+        "1",
+        "1.5e308",
+        "-0",
+        ".nan",
+        "0x10",
+        "99999999999999999d",
+        "18446744073709551615",
+        "18446744073709551616",
+        "365d",
+        "366d",
+        "1h30m",
+        "250ms",
+        "8760h1ms",
+        "1TiB",
+        "1025GiB",
+        "64MiB",
+        "99999999999GiB",
+        "routes:",
+        "name: a",
+        "match: {path: /a}",
+        "ttl: ",
+        "server:",
+        "upstream:",
+        "redis:",
+        "memory:",
+        "cors:",
+        "key:",
+        "warm:",
+        "dependencies:",
+        "refresh_ahead:",
+        "admin:",
+        "read_timeout: ",
+        "connect_timeout: ",
+        "max_concurrent: ",
+        "threads: ",
+        "max_bytes: ",
+        "when: ",
+        "purge: [x]",
+        "property:*",
+        "**********",
+        "[z-a]",
+        "url: redis://x",
+        "lists:",
+        "follow:",
+        "every: ",
+        "urls: [/a]",
+        "path_prefix: /",
+        "query: {a: 1}",
+        "include_params:",
+        "key_headers: {accept: []}",
+        "base_url: ",
+        "http://",
+        "https://h:99999",
+        "é",
+        "\u{0}",
+        "\u{feff}",
+    ];
+
+    fn yamlish() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(PIECES), 0..40).prop_map(|p| p.concat())
+    }
+
+    /// The shipped file with lines deleted, repeated, or with pieces put in them.
+    fn mutated() -> impl Strategy<Value = String> {
+        let lines = SHIPPED.lines().count();
+        prop::collection::vec(
+            (0..lines, 0u8..4, prop::sample::select(PIECES), 0usize..80),
+            1..6,
+        )
+        .prop_map(|edits| {
+            let mut lines: Vec<String> = SHIPPED.lines().map(String::from).collect();
+            for (at, kind, piece, col) in edits {
+                let at = at.min(lines.len().saturating_sub(1));
+                let Some(line) = lines.get_mut(at) else {
+                    continue;
+                };
+                match kind {
+                    0 => {
+                        lines.remove(at);
+                    }
+                    1 => {
+                        let copy = line.clone();
+                        lines.insert(at, copy);
+                    }
+                    2 => {
+                        // Replace the value of a `key: value` line.
+                        if let Some(i) = line.find(": ") {
+                            line.truncate(i + 2);
+                            line.push_str(piece);
+                        }
+                    }
+                    _ => {
+                        let mut i = col.min(line.len());
+                        while !line.is_char_boundary(i) {
+                            i -= 1;
+                        }
+                        line.insert_str(i, piece);
+                    }
+                }
+            }
+            lines.join("\n")
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_is_a_config_or_errors(text in "\\PC{0,200}") {
+            let _ = parse_str(&text, "fuzz.yaml");
+        }
+
+        #[test]
+        fn yamlish_text_is_a_config_or_errors(text in yamlish()) {
+            if let Err(e) = parse_str(&text, "fuzz.yaml") {
+                prop_assert!(!e.errors.is_empty());
+            }
+        }
+
+        #[test]
+        fn mutated_shipped_config_is_a_config_or_located_errors(text in mutated()) {
+            if let Err(e) = parse_str(&text, "fuzz.yaml") {
+                prop_assert!(!e.errors.is_empty());
+                let shown = e.to_string();
+                prop_assert!(shown.lines().all(|l| l.starts_with("fuzz.yaml:")), "{}", shown);
+            }
+        }
+    }
+}

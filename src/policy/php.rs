@@ -131,3 +131,19 @@ mod tests {
         assert!(is_token("api_key[]", "api_key"));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// What PHP registers is never a name PHP would read differently again.
+        #[test]
+        fn php_names_are_stable(raw in "\\PC{0,16}|[ .\\[\\]a-z\\x00]{0,16}") {
+            let once = php_name(&raw);
+            prop_assert!(!once.contains(['\0', ' ', '.']), "{:?} -> {:?}", raw, once);
+            prop_assert_eq!(php_name(&once), once.clone());
+        }
+    }
+}
