@@ -1,6 +1,6 @@
 //! Keeps the Redis tier usable and the memory tiers of all instances coherent: connects,
-//! probes while Redis is down (so requests never wait on it), and listens for invalidations
-//! published by any instance.
+//! probes while Redis is down (so requests never wait on it), listens for invalidations
+//! published by any instance, and acknowledges purge markers (see `acks.rs`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
