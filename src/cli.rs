@@ -82,7 +82,7 @@ pub fn main() -> i32 {
 }
 
 fn load(path: &Path) -> Result<Config, i32> {
-    config::load_file(path).map_err(|e| {
+    config::load_file_caught(path).map_err(|e| {
         eprintln!("{e}");
         eprintln!(
             "{}: {} error(s); nothing started",

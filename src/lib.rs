@@ -1,11 +1,13 @@
 //! rentcache: a caching reverse proxy for Rentman's property advertising API.
 //!
 //! Dependencies point one way: `config` -> `policy` -> `storage` / `upstream` / `proxy` -> `server`.
-//! The `simulator` is a stand-alone Rentman look-alike that nothing else imports.
+//! `glob` and `json_error` are leaves any of them may use. The `simulator` is a stand-alone
+//! Rentman look-alike that nothing else imports.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod glob;
 pub mod json_error;
 pub mod metrics;
 pub mod policy;

@@ -108,7 +108,9 @@ impl Reloader {
     pub async fn reload(&self, why: &str) -> Result<Arc<Config>, ConfigErrors> {
         let _one_at_a_time = self.busy.lock().await;
         *self.seen.lock() = std::fs::read_to_string(&self.path).ok();
-        match config::load_file(&self.path) {
+        // A loader bug must cost one rejected reload, not this service: a panic here would end
+        // the task that listens for SIGHUP and file changes, and no later edit would apply.
+        match config::load_file_caught(&self.path) {
             Ok(new) => {
                 let old = self.config.load_full();
                 let restart = restart_only(&old, &new);

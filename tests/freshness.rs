@@ -360,7 +360,10 @@ routes:
     assert_eq!(r.header("retry-after"), Some("30"));
     assert_eq!(status(&r), "MISS");
     let cs = r.header("cache-status").unwrap();
-    assert!(cs.contains("fwd-status=503") && cs.contains("detail=\"status-503\""), "{cs}");
+    assert!(
+        cs.contains("fwd-status=503") && cs.contains("detail=\"status-503\""),
+        "{cs}"
+    );
 
     // A forced route (Rentman) answers with rentcache's JSON error instead.
     origin.set("2", Some(Fault::Status(503, None)));

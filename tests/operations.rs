@@ -500,3 +500,141 @@ fn an_invalid_reload_keeps_the_last_good_config() {
         "{m}"
     );
 }
+
+#[test]
+fn check_refuses_huge_durations_and_sizes_with_a_located_error() {
+    let dir = scratch_dir("huge");
+    let routes = "routes:\n  - name: a\n    match: {path: /a}\n    ttl: 5m\n";
+    for (i, (head, want)) in [
+        (
+            "upstream:\n  read_timeout: 99999999999999999d\n",
+            ":2:3: upstream.read_timeout: invalid duration",
+        ),
+        (
+            "upstream:\n  connect_timeout: 18446744073709551615\n",
+            ":2:3: upstream.connect_timeout: invalid duration",
+        ),
+        (
+            "upstream:\n  connect_timeout: 300d\n",
+            ":2:3: upstream.connect_timeout: 300d is longer than 1m",
+        ),
+        (
+            "memory:\n  max_bytes: 18446744073709551615\n",
+            ":2:3: memory.max_bytes: invalid size",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let file = dir.join(format!("huge-{i}.yaml"));
+        std::fs::write(&file, format!("{head}{routes}")).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["check", "-c"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{head}: {err}");
+        let located = format!("{}{want}", file.display());
+        assert!(err.contains(&located), "{located:?} not in:\n{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn a_reload_of_huge_durations_is_rejected_and_a_later_edit_applies() {
+    let sim = Sim::start(&[]);
+    let mut p = Proxy::start(
+        &route_ttl_config("1h"),
+        &sim.base(),
+        &[("RENTCACHE_ADMIN_TOKEN", TOKEN)],
+    );
+    let text = std::fs::read_to_string(&p.config_path).unwrap();
+    let huge = text.replace(
+        "upstream: {",
+        "upstream: {read_timeout: 99999999999999999d, connect_timeout: 18446744073709551615, ",
+    );
+    assert_ne!(huge, text);
+    std::fs::write(&p.config_path, &huge).unwrap();
+    p.proc.signal("HUP");
+    eventually(Duration::from_secs(30), || {
+        p.proc.logs().contains("rejected").then_some(())
+    });
+    let logs = p.proc.logs();
+    let file = p.config_path.display().to_string();
+    assert!(
+        logs.contains(&format!("{file}:2:")) && logs.contains("invalid duration"),
+        "{logs}"
+    );
+    assert!(!logs.contains("panicked"), "{logs}");
+    assert!(p.proc.is_running());
+    assert_eq!(p.get(FEATURED).status, 200);
+
+    // The reloader is still there: a valid edit that follows is applied.
+    std::fs::write(&p.config_path, text.replace("ttl: 1h", "ttl: 2s")).unwrap();
+    p.proc.signal("HUP");
+    eventually(Duration::from_secs(30), || {
+        p.proc.logs().contains("config reloaded (").then_some(())
+    });
+    let r = p.get("/propertyadvertising.php?rob=sale&noimage=1");
+    let cs = r.header("cache-status").unwrap_or_default().to_string();
+    let ttl: Option<i64> = cs
+        .split("ttl=")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .and_then(|t| t.trim().parse().ok());
+    assert!(ttl.is_some_and(|t| t <= 2), "{cs}");
+    let m = admin_get(&p, "/metrics").text();
+    assert!(
+        m.contains("rentcache_config_reloads_total{result=\"ok\"}"),
+        "{m}"
+    );
+}
+
+#[test]
+fn huge_or_malformed_purge_patterns_get_400_and_the_admin_api_keeps_answering() {
+    let sim = Sim::start(&[]);
+    let p = ops(&sim);
+    assert_eq!(status(&p.get(FEATURED)), "MISS");
+    let auth = format!("Bearer {TOKEN}");
+    for pattern in [
+        "*".repeat(100_000),
+        "a*".repeat(1000),
+        "[oops".to_string(),
+        "[z-a]".to_string(),
+    ] {
+        let body = json!({ "pattern": pattern }).to_string();
+        let r = try_request(
+            "POST",
+            &p.admin_url("/purge"),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("no answer for a {}-byte pattern: {e}", pattern.len()));
+        assert_eq!(r.status, 400, "{}", r.text());
+        let error = &r.json()["error"];
+        assert_eq!(error["status"], 400, "{error}");
+        assert_eq!(error["code"], "bad_pattern", "{error}");
+        assert!(
+            r.body.len() < 2048,
+            "the answer does not echo a huge pattern"
+        );
+    }
+    assert_eq!(status(&p.get(FEATURED)), "HIT");
+    let r = p.admin_post(
+        "/purge",
+        TOKEN,
+        json!({"pattern": "/propertyadvertising.php?*"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["purged"], 1);
+    // Without Redis the answering instance is the only one, and it purged before answering.
+    assert_eq!(
+        r.json()["instances"],
+        json!({"reached": 1, "acknowledged": 1})
+    );
+    assert_eq!(status(&p.get(FEATURED)), "MISS");
+}

@@ -401,7 +401,10 @@ fn check_names_file_line_and_key() {
         err.contains("warning: route `stored` stores bodies that nothing checks"),
         "{err}"
     );
-    assert!(!err.contains("`proxied`") && !err.contains("`checked`"), "{err}");
+    assert!(
+        !err.contains("`proxied`") && !err.contains("`checked`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -694,4 +697,72 @@ fn hits_are_compressed_for_clients_that_accept_it() {
     let br = get(&url, &[("accept-encoding", "br")]);
     assert_eq!(status(&br), "HIT");
     assert_eq!(br.header("content-encoding"), Some("br"));
+}
+
+/// Routes without `include_params`: every parameter but the dropped ones is forwarded.
+const OPEN_ROUTES: &str = "\
+server: {listen: [\"127.0.0.1:{{PORT}}\"]}
+upstream: {base_url: \"{{ORIGIN}}\"}
+routes:
+  - name: most
+    match: {path: /propertyadvertising.php, query: {featured: 1}}
+    ttl: 1m
+    exclude_params: [beds]
+  - name: all
+    match: {path: /propertyadvertising.php}
+    ttl: 1m
+";
+
+#[test]
+fn renamed_client_tokens_never_reach_the_upstream() {
+    let token = "s3cret-rentman-token";
+    let sim = Sim::start(&["--token", token]);
+    let proxy = Proxy::start(OPEN_ROUTES, &sim.base(), &[("RENTMAN_TOKEN", token)]);
+    // Each is `token` to Rentman's PHP (or, for `token.` and `token%20`, a stray-character
+    // spelling of it): none may be forwarded.
+    let spellings = [
+        "token",
+        "TOKEN",
+        "%20token",
+        "+token",
+        "%20%20Token",
+        "token%00",
+        "token%00tail",
+        "token[]",
+        "token%5B%5D",
+        "token%5Bx%5D",
+        "token.",
+        "token%2E",
+        "token%20",
+        "tok%65n%5B",
+        "%20token%5B0%5D%5B1%5D",
+    ];
+    for (i, spelling) in spellings.iter().enumerate() {
+        for base in [
+            "/propertyadvertising.php?rob=rent&limit=2",
+            "/propertyadvertising.php?featured=1&limit=2",
+        ] {
+            let url = format!("{base}&page={i}&{spelling}=client-secret-{i}");
+            let r = proxy.get(&url);
+            assert_eq!(r.status, 200, "{url}: {}", r.text());
+            assert_eq!(status(&r), "MISS", "{url}");
+        }
+    }
+    let stats = sim.stats();
+    assert_eq!(stats["bad_token"], 0, "{stats}");
+    let recent = stats["recent"].as_array().expect("recent");
+    assert_eq!(recent.len(), spellings.len() * 2, "{stats}");
+    for upstream in recent {
+        assert_eq!(upstream["token"], "ok", "{upstream}");
+        let target = upstream["target"].as_str().expect("target");
+        let decoded = percent_encoding::percent_decode_str(target)
+            .decode_utf8_lossy()
+            .to_lowercase();
+        for leaked in ["token", "client-secret", "redacted"] {
+            assert!(
+                !decoded.contains(leaked),
+                "{leaked} reached Rentman: {target}"
+            );
+        }
+    }
 }

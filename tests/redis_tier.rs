@@ -551,3 +551,92 @@ async fn every_read_in_a_failed_batch_counts_as_an_error() {
     assert!(sent > 1, "no batch was sent: {errors:?}");
     assert_eq!(tier.counters.errors.load(Ordering::Relaxed), sent as u64);
 }
+
+/// `PUBLISH channel message` with arbitrary bytes; returns how many subscribers received it.
+fn publish_raw(redis: &RedisServer, channel: &str, message: &[u8]) -> u64 {
+    use std::io::{BufRead, BufReader, Write};
+    let mut cmd = b"*3\r\n$7\r\nPUBLISH\r\n".to_vec();
+    for part in [channel.as_bytes(), message] {
+        cmd.extend_from_slice(format!("${}\r\n", part.len()).as_bytes());
+        cmd.extend_from_slice(part);
+        cmd.extend_from_slice(b"\r\n");
+    }
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", redis.port)).expect("connect");
+    s.write_all(&cmd).expect("write");
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply).expect("reply");
+    reply
+        .trim()
+        .strip_prefix(':')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("PUBLISH answered {reply:?}"))
+}
+
+#[test]
+fn unreadable_invalidation_messages_are_ignored_and_later_ones_applied() {
+    let redis = RedisServer::start();
+    let sim = Sim::start(&[]);
+    let a = proxy(&sim, &[redis.url()], false);
+    let b = proxy(&sim, &[redis.url()], false);
+    wait_redis_up(&a);
+    wait_redis_up(&b);
+    assert_eq!(status(&a.get(FEATURED)), "MISS");
+    b.get(FEATURED);
+    assert_eq!(tier(&b.get(FEATURED)), "memory");
+
+    let huge = format!("g:{}", "*".repeat(100_000));
+    let bad: [&[u8]; 5] = [huge.as_bytes(), b"g:[oops", b"\xff\xfe", b"0011", b""];
+    for message in bad {
+        assert_eq!(publish_raw(&redis, "rc:invalidate", message), 2);
+    }
+    // B still listens: a purge on A drops B's memory copy.
+    let purge = a.admin_post("/purge", ADMIN_TOKEN, serde_json::json!({"url": FEATURED}));
+    assert_eq!(purge.status, 200, "{}", purge.text());
+    let after = eventually(Duration::from_secs(10), || {
+        let r = b.get(FEATURED);
+        (status(&r) != "HIT").then_some(r)
+    });
+    assert_eq!(status(&after), "MISS");
+    let logs = b.proc.logs();
+    assert_eq!(
+        logs.matches("ignoring an invalidation message").count(),
+        bad.len(),
+        "one warning per bad message:\n{logs}"
+    );
+    assert!(
+        !logs.contains(&"*".repeat(1000)),
+        "a huge message is not logged whole"
+    );
+    assert!(!logs.contains("panicked"), "{logs}");
+}
+
+#[test]
+fn a_purge_answers_once_every_instance_has_dropped_its_memory_copy() {
+    let redis = RedisServer::start();
+    let sim = Sim::start(&[]);
+    let a = proxy(&sim, &[redis.url()], false);
+    let b = proxy(&sim, &[redis.url()], false);
+    wait_redis_up(&a);
+    wait_redis_up(&b);
+    assert_eq!(status(&a.get(FEATURED)), "MISS");
+    for round in 0..30 {
+        // B holds the entry in memory (read from Redis and promoted, or its own fill).
+        let held = eventually(Duration::from_secs(10), || {
+            let r = b.get(FEATURED);
+            (tier(&r) == "memory").then_some(r)
+        });
+        assert_eq!(status(&held), "HIT", "round {round}");
+
+        let purge = a.admin_post("/purge", ADMIN_TOKEN, serde_json::json!({"url": FEATURED}));
+        assert_eq!(purge.status, 200, "{}", purge.text());
+        assert_eq!(
+            purge.json()["instances"],
+            serde_json::json!({"reached": 2, "acknowledged": 2}),
+            "round {round}: {}",
+            purge.text()
+        );
+        // Acknowledged means dropped: B's very next answer is not from its memory.
+        let after = b.get(FEATURED);
+        assert_eq!(status(&after), "MISS", "round {round}");
+    }
+}

@@ -14,6 +14,8 @@
 //! | `POST /reload` | reload the config file now |
 
 mod explain;
+#[cfg(test)]
+mod props;
 mod purge;
 mod stats;
 
@@ -202,26 +204,7 @@ impl Admin {
     }
 
     fn start_warm(&self, body: &Value) -> Result<Value, ApiError> {
-        let urls = strings(body, "urls");
-        if urls.is_empty() || urls.iter().any(|u| !u.starts_with('/')) {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_warm",
-                "give urls: a non-empty list of paths starting with / (and optionally follow: [template names])",
-            ));
-        }
-        let follow = strings(body, "follow");
-        let config = self.h.config.load();
-        if let Some(unknown) = follow
-            .iter()
-            .find(|f| !config.warm.follow.iter().any(|(n, _)| n == *f))
-        {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_warm",
-                format!("`{unknown}` is not one of warm.follow"),
-            ));
-        }
+        let (urls, follow) = read_warm(&self.h.config.load(), body)?;
         let job = self.h.warmer.job("adhoc");
         let warmer = self.h.warmer.clone();
         let id = job.id;
@@ -269,6 +252,33 @@ impl Admin {
             )),
         }
     }
+}
+
+/// Reads a warm request body: the URLs and the follow templates to apply, or why not (400).
+fn read_warm(
+    config: &crate::config::Config,
+    body: &Value,
+) -> Result<(Vec<String>, Vec<String>), ApiError> {
+    let urls = strings(body, "urls");
+    if urls.is_empty() || urls.iter().any(|u| !u.starts_with('/')) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_warm",
+            "give urls: a non-empty list of paths starting with / (and optionally follow: [template names])",
+        ));
+    }
+    let follow = strings(body, "follow");
+    if let Some(unknown) = follow
+        .iter()
+        .find(|f| !config.warm.follow.iter().any(|(n, _)| n == *f))
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_warm",
+            format!("`{unknown}` is not one of warm.follow"),
+        ));
+    }
+    Ok((urls, follow))
 }
 
 fn query_param(s: &ServerSession, name: &str) -> Option<String> {
@@ -335,7 +345,12 @@ async fn read_json(s: &mut ServerSession) -> Result<Value, ApiError> {
             }
         }
     }
-    serde_json::from_slice(&body).map_err(|e| {
+    parse_json(&body)
+}
+
+/// A request body as JSON, or 400.
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_json",

@@ -1,6 +1,7 @@
 //! `POST /purge`: invalidate by `url`, `key`, `pattern` (a glob over canonical keys) or `tag`
 //! (expanded by the dependency rules); `soft: true` marks entries stale (served stale while
-//! one refresh runs) instead of deleting them. Every purge reaches every instance's memory.
+//! one refresh runs) instead of deleting them. Every purge reaches every instance's memory;
+//! the answer says how many instances confirmed it within `acks::WAIT`.
 
 use http::StatusCode;
 use serde_json::{json, Value};
@@ -8,6 +9,7 @@ use serde_json::{json, Value};
 use super::{ApiError, Handles};
 use crate::config::Config;
 use crate::policy::{key, tags};
+use crate::storage::acks::{self, Reach};
 
 /// Every key a URL stands for: the canonical key, plus one per key-header value (a URL alone
 /// cannot say which variant a client asked for).
@@ -22,7 +24,8 @@ pub fn keys_for_url(config: &Config, url: &str) -> Option<Vec<String>> {
     };
     let c = key::canonicalize(config, path, query, &http::HeaderMap::new())?;
     let mut keys = vec![c.key.clone()];
-    for (name, values) in &config.routes[c.route].key_headers {
+    let route = config.routes.get(c.route)?;
+    for (name, values) in &route.key_headers {
         let base = keys.clone();
         for v in values {
             keys.extend(base.iter().map(|k| format!("{k} {name}={v}")));
@@ -31,39 +34,41 @@ pub fn keys_for_url(config: &Config, url: &str) -> Option<Vec<String>> {
     Some(keys)
 }
 
-pub async fn purge(h: &Handles, body: &Value) -> Result<Value, ApiError> {
-    let config = h.config.load_full();
+/// What a purge request asks for, resolved against the config, before anything is purged.
+#[derive(Debug)]
+pub(super) enum Target {
+    /// By `url` (every key it stands for) or by `key`.
+    Keys { by: &'static str, keys: Vec<String> },
+    /// A glob over canonical keys, checked.
+    Pattern(String),
+    /// A tag, expanded by the dependency rules.
+    Tags(Vec<String>),
+}
+
+/// Reads a purge request body: what to purge and whether softly, or why not (4xx).
+pub(super) fn read(config: &Config, body: &Value) -> Result<(Target, bool), ApiError> {
     let soft = body.get("soft").and_then(Value::as_bool).unwrap_or(false);
     let text = |k: &str| body.get(k).and_then(Value::as_str);
-    let (by, purged, considered) = if let Some(url) = text("url") {
-        let keys = keys_for_url(&config, url).ok_or_else(|| {
+    let target = if let Some(url) = text("url") {
+        let keys = keys_for_url(config, url).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "no_route",
                 format!("no route matches {url}, so nothing of it can be cached"),
             )
         })?;
-        let purged = h.storage.purge_keys(&keys, soft, None).await;
-        ("url", purged, json!(keys))
+        Target::Keys { by: "url", keys }
     } else if let Some(k) = text("key") {
-        let keys = vec![k.to_string()];
-        (
-            "key",
-            h.storage.purge_keys(&keys, soft, None).await,
-            json!(keys),
-        )
+        Target::Keys {
+            by: "key",
+            keys: vec![k.to_string()],
+        }
     } else if let Some(pattern) = text("pattern") {
-        let routes: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
-        let purged = h
-            .storage
-            .purge_glob(pattern, &routes, soft)
-            .await
+        crate::glob::compile(pattern)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_pattern", e))?;
-        ("pattern", purged, json!(pattern))
+        Target::Pattern(pattern.to_string())
     } else if let Some(tag) = text("tag") {
-        let all = tags::expand(&[tag.to_string()], &config.dependencies);
-        let purged = h.storage.purge_tags(&all, soft, None).await;
-        ("tag", purged, json!(all))
+        Target::Tags(tags::expand(&[tag.to_string()], &config.dependencies))
     } else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -71,12 +76,42 @@ pub async fn purge(h: &Handles, body: &Value) -> Result<Value, ApiError> {
             "give one of: url, key, pattern (a glob over keys) or tag; and optionally soft: true",
         ));
     };
+    Ok((target, soft))
+}
+
+pub async fn purge(h: &Handles, body: &Value) -> Result<Value, ApiError> {
+    let config = h.config.load_full();
+    let (target, soft) = read(&config, body)?;
+    let (by, purged, considered) = match target {
+        Target::Keys { by, keys } => {
+            let purged = h.storage.purge_keys(&keys, soft, None).await;
+            (by, purged, json!(keys))
+        }
+        Target::Pattern(pattern) => {
+            let routes: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
+            let purged = h
+                .storage
+                .purge_glob(&pattern, &routes, soft)
+                .await
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_pattern", e))?;
+            ("pattern", purged, json!(pattern))
+        }
+        Target::Tags(all) => {
+            let purged = h.storage.purge_tags(&all, soft, None).await;
+            ("tag", purged, json!(all))
+        }
+    };
     h.metrics.purged_entries.inc_by(purged.len() as u64);
+    let reach = match h.storage.redis() {
+        Some(redis) => acks::confirm(redis, acks::WAIT).await,
+        None => Reach::ALONE,
+    };
     Ok(json!({
         "by": by,
         "soft": soft,
         "purged": purged.len(),
         "keys": purged,
         "considered": considered,
+        "instances": {"reached": reach.reached, "acknowledged": reach.acknowledged},
     }))
 }

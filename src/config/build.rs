@@ -1,6 +1,7 @@
 //! Rules that span fields, and resolution of the file format into [`Config`].
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::file::RedisFile;
 use super::file::{FileConfig, Mode, RouteFile};
@@ -14,6 +15,42 @@ use super::{
 
 /// TinyUFO weighs entries in u16 units; with KiB units one object can be at most 64 MiB.
 pub const MAX_MEMORY_OBJECT: u64 = (u16::MAX as u64) << 10;
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Bounds of keys that a year (the limit of every duration) would still make harmful: a
+/// request, a shutdown or a fill would be allowed to hang that long.
+pub const MAX_CONNECT_TIMEOUT: Duration = MINUTE;
+pub const MAX_READ_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+pub const MAX_WAIT: Duration = HOUR;
+pub const MAX_QUEUE_WAIT: Duration = MINUTE;
+pub const MAX_REDIS_TIMEOUT: Duration = MINUTE;
+/// Counts the runtime allocates for up front (threads, semaphore permits, queue slots).
+pub const MAX_THREADS: usize = 256;
+pub const MAX_CONCURRENT: usize = 100_000;
+pub const MAX_QUEUE_SIZE: usize = 1_000_000;
+
+/// Records a problem at `at` when `d` is longer than `max`.
+fn at_most(d: Duration, max: Duration, at: KeyPath, p: &mut Problems) {
+    if d > max {
+        p.push((
+            at,
+            format!(
+                "{} is longer than {}, the most it may be",
+                super::units::show_duration(d),
+                super::units::show_duration(max)
+            ),
+        ));
+    }
+}
+
+/// Records a problem at `at` when the count `n` is larger than `max`.
+fn count_at_most(n: usize, max: usize, at: KeyPath, p: &mut Problems) {
+    if n > max {
+        p.push((at, format!("{n} is more than {max}, the most it may be")));
+    }
+}
 
 /// Builds the resolved config, recording problems; the result is only meaningful when no
 /// problem was recorded.
@@ -58,6 +95,8 @@ fn server(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Server {
     if s.threads == 0 {
         p.push((path.key("threads"), "must be at least 1".into()));
     }
+    count_at_most(s.threads, MAX_THREADS, path.key("threads"), p);
+    at_most(s.grace_period.0, MAX_WAIT, path.key("grace_period"), p);
     if s.compression_level > 9 {
         p.push((path.key("compression_level"), "must be 0 (off) to 9".into()));
     }
@@ -119,10 +158,14 @@ fn upstream(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Upstream {
         token_name: u.token_name.to_ascii_lowercase(),
         max_concurrent: u.max_concurrent,
         adaptive_concurrency: u.adaptive_concurrency,
-        fill_wait: u
-            .fill_wait
-            .map(|d| d.0)
-            .unwrap_or(u.connect_timeout.0 + u.read_timeout.0 + std::time::Duration::from_secs(1)),
+        fill_wait: u.fill_wait.map(|d| d.0).unwrap_or_else(|| {
+            u.connect_timeout
+                .0
+                .checked_add(u.read_timeout.0)
+                .and_then(|d| d.checked_add(Duration::from_secs(1)))
+                // Only reached with timeouts already reported as too long below.
+                .unwrap_or(MAX_WAIT)
+        }),
         failure_memo: u.failure_memo.0,
         budget: budget(u, &path.key("budget"), p),
     };
@@ -180,6 +223,28 @@ fn upstream(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Upstream {
     if u.read_timeout.0.is_zero() {
         p.push((path.key("read_timeout"), "must be more than 0".into()));
     }
+    at_most(
+        u.connect_timeout.0,
+        MAX_CONNECT_TIMEOUT,
+        path.key("connect_timeout"),
+        p,
+    );
+    at_most(
+        u.read_timeout.0,
+        MAX_READ_TIMEOUT,
+        path.key("read_timeout"),
+        p,
+    );
+    if let Some(w) = u.fill_wait {
+        at_most(w.0, MAX_WAIT, path.key("fill_wait"), p);
+    }
+    at_most(u.failure_memo.0, MAX_WAIT, path.key("failure_memo"), p);
+    count_at_most(
+        u.max_concurrent,
+        MAX_CONCURRENT,
+        path.key("max_concurrent"),
+        p,
+    );
     out
 }
 
@@ -205,15 +270,18 @@ fn budget(u: &super::file::UpstreamFile, path: &KeyPath, p: &mut Problems) -> Bu
     if b.burst.is_some() && burst < 1.0 {
         p.push((path.key("burst"), "must be at least 1".into()));
     }
+    if let Some(n) = b.queue_size {
+        count_at_most(n, MAX_QUEUE_SIZE, path.key("queue_size"), p);
+    }
+    if let Some(w) = b.queue_wait {
+        at_most(w.0, MAX_QUEUE_WAIT, path.key("queue_wait"), p);
+    }
     Budget {
         per_second: b.per_second,
         per_minute: b.per_minute,
         burst,
         queue_size: b.queue_size.unwrap_or(100),
-        queue_wait: b
-            .queue_wait
-            .map(|d| d.0)
-            .unwrap_or(std::time::Duration::from_secs(2)),
+        queue_wait: b.queue_wait.map(|d| d.0).unwrap_or(Duration::from_secs(2)),
     }
 }
 
@@ -271,12 +339,12 @@ fn dependencies(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Vec<Depende
     let mut out = Vec::new();
     for (i, d) in f.dependencies.iter().enumerate() {
         let at = path.index(i);
-        match globset::Glob::new(&d.when) {
-            Ok(g) => out.push(Dependency {
-                when: g.compile_matcher(),
+        match crate::glob::compile(&d.when) {
+            Ok(when) => out.push(Dependency {
+                when,
                 purge: d.purge.clone(),
             }),
-            Err(e) => p.push((at.key("when"), format!("`{}` is not a glob: {e}", d.when))),
+            Err(e) => p.push((at.key("when"), e)),
         }
         if d.purge.is_empty() {
             p.push((at.key("purge"), "list at least one tag".into()));
@@ -364,6 +432,14 @@ fn redis(r: &RedisFile, path: &KeyPath, p: &mut Problems) -> Redis {
             p.push((path.key(name), "must be more than 0".into()));
         }
     }
+    at_most(
+        r.connect_timeout.0,
+        MAX_REDIS_TIMEOUT,
+        path.key("connect_timeout"),
+        p,
+    );
+    at_most(r.op_timeout.0, MAX_REDIS_TIMEOUT, path.key("op_timeout"), p);
+    at_most(r.lease.0, MAX_WAIT, path.key("lease"), p);
     if r.max_object_bytes.0 > MAX_REDIS_OBJECT {
         p.push((
             path.key("max_object_bytes"),
@@ -413,9 +489,9 @@ fn cors(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Cors {
 }
 
 fn param_pattern(text: &str, at: KeyPath, p: &mut Problems) -> ParamPattern {
-    match text.find('*') {
+    match text.split_once('*') {
         None => ParamPattern::Exact(text.to_string()),
-        Some(i) if i == text.len() - 1 => ParamPattern::Prefix(text[..i].to_string()),
+        Some((prefix, "")) => ParamPattern::Prefix(prefix.to_string()),
         Some(_) => {
             p.push((
                 at,
@@ -608,6 +684,9 @@ fn route(r: &RouteFile, path: &KeyPath, p: &mut Problems) -> Route {
             path.key("pass_through_methods"),
             "only an honor_origin route may pass other methods through".into(),
         ));
+    }
+    if let Some(t) = r.upstream_timeout {
+        at_most(t.0, MAX_READ_TIMEOUT, path.key("upstream_timeout"), p);
     }
     if r.mode == Mode::Forced && r.ttl.0.is_zero() && !r.stale_if_error.0.is_zero() {
         p.push((

@@ -68,6 +68,37 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// `load_file`, with a panic while loading (a bug) turned into an error for the file: the
+/// reloader keeps running and keeps the last good config, and `rentcache check` exits 1 with
+/// a message instead of 101 with a backtrace.
+pub fn load_file_caught(path: &Path) -> Result<Config, ConfigErrors> {
+    caught(&path.display().to_string(), || load_file(path))
+}
+
+fn caught(
+    file: &str,
+    load: impl FnOnce() -> Result<Config, ConfigErrors>,
+) -> Result<Config, ConfigErrors> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(ConfigErrors {
+            file: file.to_string(),
+            errors: vec![ConfigError {
+                line: 0,
+                column: 0,
+                path: "file".into(),
+                message: format!(
+                    "reading this file failed inside rentcache ({what}); this is a bug, please report it"
+                ),
+            }],
+        })
+    })
+}
+
 const SECTIONS: &str =
     "server, admin, upstream, memory, redis, cors, key, refresh_ahead, dependencies, warm, routes";
 
@@ -292,6 +323,90 @@ routes:
     }
 
     #[test]
+    fn a_panicking_load_is_an_error_for_the_file() {
+        let e = caught("p.yaml", || panic!("overflow when adding durations")).unwrap_err();
+        assert_eq!(e.errors.len(), 1);
+        let text = e.to_string();
+        assert!(text.starts_with("p.yaml:0:0: file: "), "{text}");
+        assert!(text.contains("overflow when adding durations"), "{text}");
+    }
+
+    #[test]
+    fn huge_durations_and_sizes_are_located_errors() {
+        // One text per bad upstream value: a section stops at its first type error.
+        let cases = [
+            (
+                "upstream:\n  connect_timeout: 18446744073709551615\n",
+                "x.yaml:2:3: upstream.connect_timeout: invalid duration",
+            ),
+            (
+                "upstream:\n  read_timeout: 99999999999999999d\n",
+                "x.yaml:2:3: upstream.read_timeout: invalid duration",
+            ),
+            (
+                "memory:\n  max_bytes: 99999999999GiB\n",
+                "x.yaml:2:3: memory.max_bytes: invalid size",
+            ),
+            (
+                "server:\n  grace_period: 400d\n",
+                "x.yaml:2:3: server.grace_period: invalid duration",
+            ),
+            (
+                "server:\n  threads: 100000\n",
+                "x.yaml:2:3: server.threads: 100000 is more than 256",
+            ),
+            (
+                "upstream:\n  connect_timeout: 365d\n",
+                "x.yaml:2:3: upstream.connect_timeout: 365d is longer than 1m",
+            ),
+            (
+                "upstream:\n  read_timeout: 365d\n",
+                "x.yaml:2:3: upstream.read_timeout: 365d is longer than 10m",
+            ),
+            (
+                "upstream:\n  max_concurrent: 18446744073709551615\n",
+                "x.yaml:2:3: upstream.max_concurrent: 18446744073709551615 is more than 100000",
+            ),
+            (
+                "redis:\n  url: redis://127.0.0.1:1\n  op_timeout: 2h\n",
+                "x.yaml:3:3: redis.op_timeout: 2h is longer than 1m",
+            ),
+        ];
+        let routes = "routes:\n  - name: a\n    match: {path: /a}\n    ttl: 5m\n";
+        for (head, want) in cases {
+            let e = parse_str(&format!("{head}{routes}"), "x.yaml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.lines().any(|l| l.starts_with(want)),
+                "missing {want:?} in:\n{e}"
+            );
+        }
+        let e = parse_str(&format!("{routes}    upstream_timeout: 11m\n"), "r.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("r.yaml:5:5: routes[0].upstream_timeout: 11m is longer than 10m"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn huge_dependency_globs_are_located_errors() {
+        let text = format!(
+            "dependencies:\n  - when: \"property:*\"\n    purge: [a]\n  - when: \"{}\"\n    purge: [b]\nroutes: [{{name: a, match: {{path: /a}}, ttl: 1m}}]\n",
+            "*".repeat(100_000)
+        );
+        let e = parse_str(&text, "d.yaml").unwrap_err();
+        assert_eq!(e.errors.len(), 1, "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("d.yaml:4:5: dependencies[1].when: the pattern is 100000 bytes long"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn syntax_error_has_position() {
         let e = parse_str("routes:\n  - name: [unclosed\n", "s.yaml").unwrap_err();
         assert_eq!(e.errors.len(), 1);
@@ -314,5 +429,174 @@ routes:
         assert!(e.contains("routes: at least one route"), "{e}");
         let e = parse_str("routes: []\n", "m.yaml").unwrap_err().to_string();
         assert!(e.contains("m.yaml:1:1: routes: at least one route"), "{e}");
+    }
+}
+
+/// The loader on generated text: any text is a config or located errors, never a panic
+/// (`PROPTEST_CASES` sets how many; `bench/fuzz.sh` runs millions).
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SHIPPED: &str = include_str!("../../conf/rentcache.yaml");
+
+    /// Pieces of YAML, of this file format, and of values at and past every bound.
+    const PIECES: &[&str] = &[
+        "\n",
+        "  ",
+        "    ",
+        "- ",
+        ": ",
+        ":",
+        ",",
+        "{",
+        "}",
+        "[",
+        "]",
+        "#",
+        "'",
+        "\"",
+        "&a ",
+        "*a",
+        "<<: *a",
+        "!!str ",
+        "!!binary ",
+        "? ",
+        "---\n",
+        "...\n",
+        "|\n",
+        ">\n",
+        "\t",
+        "~",
+        "null",
+        "true",
+        "-1",
+        "0",
+        "1",
+        "1.5e308",
+        "-0",
+        ".nan",
+        "0x10",
+        "99999999999999999d",
+        "18446744073709551615",
+        "18446744073709551616",
+        "365d",
+        "366d",
+        "1h30m",
+        "250ms",
+        "8760h1ms",
+        "1TiB",
+        "1025GiB",
+        "64MiB",
+        "99999999999GiB",
+        "routes:",
+        "name: a",
+        "match: {path: /a}",
+        "ttl: ",
+        "server:",
+        "upstream:",
+        "redis:",
+        "memory:",
+        "cors:",
+        "key:",
+        "warm:",
+        "dependencies:",
+        "refresh_ahead:",
+        "admin:",
+        "read_timeout: ",
+        "connect_timeout: ",
+        "max_concurrent: ",
+        "threads: ",
+        "max_bytes: ",
+        "when: ",
+        "purge: [x]",
+        "property:*",
+        "**********",
+        "[z-a]",
+        "url: redis://x",
+        "lists:",
+        "follow:",
+        "every: ",
+        "urls: [/a]",
+        "path_prefix: /",
+        "query: {a: 1}",
+        "include_params:",
+        "key_headers: {accept: []}",
+        "base_url: ",
+        "http://",
+        "https://h:99999",
+        "é",
+        "\u{0}",
+        "\u{feff}",
+    ];
+
+    fn yamlish() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(PIECES), 0..40).prop_map(|p| p.concat())
+    }
+
+    /// The shipped file with lines deleted, repeated, or with pieces put in them.
+    fn mutated() -> impl Strategy<Value = String> {
+        let lines = SHIPPED.lines().count();
+        prop::collection::vec(
+            (0..lines, 0u8..4, prop::sample::select(PIECES), 0usize..80),
+            1..6,
+        )
+        .prop_map(|edits| {
+            let mut lines: Vec<String> = SHIPPED.lines().map(String::from).collect();
+            for (at, kind, piece, col) in edits {
+                let at = at.min(lines.len().saturating_sub(1));
+                let Some(line) = lines.get_mut(at) else {
+                    continue;
+                };
+                match kind {
+                    0 => {
+                        lines.remove(at);
+                    }
+                    1 => {
+                        let copy = line.clone();
+                        lines.insert(at, copy);
+                    }
+                    2 => {
+                        // Replace the value of a `key: value` line.
+                        if let Some(i) = line.find(": ") {
+                            line.truncate(i + 2);
+                            line.push_str(piece);
+                        }
+                    }
+                    _ => {
+                        let mut i = col.min(line.len());
+                        while !line.is_char_boundary(i) {
+                            i -= 1;
+                        }
+                        line.insert_str(i, piece);
+                    }
+                }
+            }
+            lines.join("\n")
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_is_a_config_or_errors(text in "\\PC{0,200}") {
+            let _ = parse_str(&text, "fuzz.yaml");
+        }
+
+        #[test]
+        fn yamlish_text_is_a_config_or_errors(text in yamlish()) {
+            if let Err(e) = parse_str(&text, "fuzz.yaml") {
+                prop_assert!(!e.errors.is_empty());
+            }
+        }
+
+        #[test]
+        fn mutated_shipped_config_is_a_config_or_located_errors(text in mutated()) {
+            if let Err(e) = parse_str(&text, "fuzz.yaml") {
+                prop_assert!(!e.errors.is_empty());
+                let shown = e.to_string();
+                prop_assert!(shown.lines().all(|l| l.starts_with("fuzz.yaml:")), "{}", shown);
+            }
+        }
     }
 }

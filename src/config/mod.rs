@@ -13,7 +13,7 @@ pub mod units;
 use std::time::Duration;
 
 pub use file::{BodyCheck, Mode, TokenIn};
-pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
+pub use load::{load_file, load_file_caught, parse_str, ConfigError, ConfigErrors};
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]

@@ -16,13 +16,46 @@ pub struct Dur(pub Duration);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Size(pub u64);
 
+/// No duration may be longer: a year is beyond any lifetime or timeout that makes sense, and
+/// well inside what `SystemTime` and `Duration` arithmetic can add up without overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// No size may be larger (1 TiB): beyond any memory budget this program can be given, and far
+/// from the `u64`/`usize` arithmetic done on sizes.
+pub const MAX_SIZE: u64 = 1 << 40;
+
+/// A duration the way operators write it: `250ms`, `30s`, `10m`, `1h30m`, `365d`.
+pub fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let mut secs = d.as_secs();
+    let mut out = String::new();
+    for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= len {
+            out.push_str(&format!("{}{unit}", secs / len));
+            secs %= len;
+        }
+    }
+    out
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
         return Err("empty duration".into());
     }
     if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+        let d = Duration::from_secs(secs);
+        return if d > MAX_DURATION {
+            Err(too_long(text))
+        } else {
+            Ok(d)
+        };
     }
     let mut total = Duration::ZERO;
     let mut rest = s;
@@ -62,8 +95,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             }
         };
         total = total.saturating_add(part);
+        if total > MAX_DURATION {
+            return Err(too_long(text));
+        }
     }
     Ok(total)
+}
+
+fn too_long(text: &str) -> String {
+    format!("invalid duration {text:?}: longer than 365d, the most any duration may be")
 }
 
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -92,7 +132,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         }
     };
     n.checked_mul(mult)
-        .ok_or_else(|| format!("invalid size {text:?}: too large"))
+        .filter(|&b| b <= MAX_SIZE)
+        .ok_or_else(|| format!("invalid size {text:?}: larger than 1TiB, the most any size may be"))
 }
 
 /// Accepts an integer or a string and hands the text to `parse`.
@@ -166,6 +207,40 @@ mod tests {
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("10 5").is_err());
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        assert_eq!(parse_duration("365d").unwrap(), MAX_DURATION);
+        for huge in [
+            "366d",
+            "99999999999999999d",
+            "18446744073709551615",
+            "18446744073709551616",
+            "31536001",
+            "364d24h1s",
+            "8760h1ms",
+        ] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(e.contains("365d") || e.contains("too large"), "{huge}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations_are_shown_as_written() {
+        assert_eq!(show_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(show_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(show_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(show_duration(MAX_DURATION), "365d");
+        assert_eq!(show_duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn sizes_are_bounded() {
+        assert_eq!(parse_size("1024GiB").unwrap(), MAX_SIZE);
+        assert!(parse_size("1025GiB").unwrap_err().contains("1TiB"));
+        assert!(parse_size("18446744073709551615").is_err());
+        assert!(parse_size("99999999999999999999999GiB").is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use pingora::cache::key::HashBinary;
 
 use crate::config::{Config, ParamFilter};
 
+use super::php::{is_token, php_name};
 use super::{query, routes};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,14 +50,14 @@ pub fn canonicalize(
     headers: &HeaderMap,
 ) -> Option<Canonical> {
     let token = config.upstream.token_name.as_str();
+    // Names are compared as Rentman's PHP will read them: `token[]`, `%20token` or
+    // `token%00` are the token there, and `utm.source` is `utm_source`.
     let mut params: Vec<(String, String)> = query::parse(raw_query)
         .into_iter()
-        .filter(|(k, _)| {
-            !k.eq_ignore_ascii_case(token) && !config.key.drop_params.iter().any(|p| p.matches(k))
-        })
+        .filter(|(k, _)| !is_token(k, token) && !matches_any(&config.key.drop_params, k))
         .collect();
     for name in &config.key.params_from_headers {
-        if name == token || query::last(&params, name).is_some() {
+        if is_token(name, token) || query::last(&params, name).is_some() {
             continue;
         }
         if let Some(v) = headers.get(name.as_str()).and_then(|v| v.to_str().ok()) {
@@ -69,7 +70,7 @@ pub fn canonicalize(
     params.retain(|(k, _)| match &route.params {
         ParamFilter::All => true,
         ParamFilter::Include(names) => names.iter().any(|n| n == k),
-        ParamFilter::Exclude(patterns) => !patterns.iter().any(|p| p.matches(k)),
+        ParamFilter::Exclude(patterns) => !matches_any(patterns, k),
     });
     keep_last_of_repeats(&mut params);
     params.sort();
@@ -107,6 +108,13 @@ pub fn canonicalize(
         target,
         headers: key_headers,
     })
+}
+
+/// Whether the parameter spelled `raw` matches one of `patterns`, as spelled or as PHP reads
+/// it.
+fn matches_any(patterns: &[crate::config::ParamPattern], raw: &str) -> bool {
+    let php = php_name(raw);
+    patterns.iter().any(|p| p.matches(raw) || p.matches(&php))
 }
 
 /// PHP keeps the last of repeated names, except `name[]` arrays which collect every value.
@@ -158,6 +166,50 @@ mod tests {
     }
 
     #[test]
+    fn renamed_tokens_and_tracking_parameters_are_dropped_on_routes_without_include_params() {
+        let text = include_str!("../../conf/rentcache.yaml").replace(
+            "routes:\n",
+            "routes:\n  - {name: all, match: {path: /all}, ttl: 1m}\n  - {name: most, match: {path: /most}, ttl: 1m, exclude_params: [beds]}\n",
+        );
+        let c = parse_str(&text, "t").unwrap();
+        // `/most` excludes beds in any spelling PHP reads as beds; `/all` keeps them.
+        for (path, kept) in [
+            (
+                "/all",
+                "/all?%20beds=5&beds.=3&beds%5B%5D=4&page=2&rob=rent",
+            ),
+            // `beds.` is `beds_` to PHP, another parameter.
+            ("/most", "/most?beds.=3&page=2&rob=rent"),
+        ] {
+            for spelling in [
+                "token",
+                "TOKEN",
+                "%20token",
+                "+token",
+                "token%00",
+                "token%00x",
+                "token[]",
+                "token[x]",
+                "token.",
+                "token%20",
+                "token[",
+                "%20Token[]",
+                "utm.source",
+                "utm%20source",
+                "utm_source[]",
+                "%20fbclid",
+                "fbclid%00",
+                ".",
+            ] {
+                let query = format!("rob=rent&{spelling}=SECRET&page=2&beds.=3&%20beds=5&beds[]=4");
+                let got = canonicalize(&c, path, Some(&query), &HeaderMap::new()).unwrap();
+                assert_eq!(got.key, kept, "{path} {spelling}");
+                assert!(!got.target.contains("SECRET"));
+            }
+        }
+    }
+
+    #[test]
     fn routes_by_query() {
         let c = config();
         let name = |q: &str| c.routes[canon(q, &[]).route].name.clone();
@@ -205,5 +257,161 @@ mod tests {
             b64.headers,
             vec![("accept".to_string(), "application/base64".to_string())]
         );
+    }
+}
+
+/// Properties over generated requests (`PROPTEST_CASES` sets how many; `bench/fuzz.sh` runs
+/// millions).
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::LazyLock;
+
+    /// The shipped routes (every one with `include_params`), and the same with two routes
+    /// first that forward every parameter (`/all`) or all but some (`/most`).
+    static CONFIGS: LazyLock<[Config; 2]> = LazyLock::new(|| {
+        let shipped = include_str!("../../conf/rentcache.yaml");
+        let open = shipped.replace(
+            "routes:\n",
+            "routes:\n  - {name: all, match: {path: /all}, ttl: 1m}\n  - {name: most, match: {path_prefix: /most}, ttl: 1m, exclude_params: [beds, \"x_*\"]}\n",
+        );
+        [shipped, &open].map(|t| crate::config::parse_str(t, "props").expect("a valid config"))
+    });
+
+    const PATHS: &[&str] = &[
+        "/propertyadvertising.php",
+        "/propertymedia.php",
+        "/all",
+        "/most",
+        "/most/x",
+        "/nope",
+    ];
+
+    /// `text` with each character percent-encoded or not, as `encode` says.
+    fn spell(text: &str, encode: &[bool]) -> String {
+        text.chars()
+            .zip(encode.iter().chain(std::iter::repeat(&false)))
+            .map(|(c, &e)| {
+                if e {
+                    let mut b = [0u8; 4];
+                    c.encode_utf8(&mut b)
+                        .bytes()
+                        .map(|b| format!("%{b:02X}"))
+                        .collect()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    }
+
+    /// `token` as a client might spell it so that Rentman's PHP still reads it as the token.
+    fn token_spelling() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(vec!["", " ", "+", "%20", "  ", "+%20"]),
+            prop::collection::vec((any::<bool>(), any::<bool>()), 5),
+            prop::sample::select(vec![
+                "", ".", " ", "+", "%20", "%2E", "[", "%5B", "[]", "%5B%5D", "[x]", "[0][1]",
+                "%00", "%00tail", "\0", "_", "[%20]", "%5Bk%5D", "[]%00",
+            ]),
+        )
+            .prop_map(|(lead, chars, tail)| {
+                let mut name = lead.to_string();
+                for (c, (upper, encode)) in "token".chars().zip(chars) {
+                    let c = if upper { c.to_ascii_uppercase() } else { c };
+                    name.push_str(&spell(&c.to_string(), &[encode]));
+                }
+                name.push_str(tail);
+                name
+            })
+    }
+
+    /// Anything a query component might hold: Rentman's names, tracking parameters, PHP
+    /// array and mangled spellings, and arbitrary text, raw or percent-encoded.
+    fn component() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "rob",
+                "featured",
+                "noimage",
+                "onlyarea",
+                "propref",
+                "limit",
+                "page",
+                "filename",
+                "beds",
+                "beds[]",
+                "x_y",
+                "utm_source",
+                "utm.source",
+                "fbclid",
+                "_",
+                ".",
+                "1",
+                "0",
+                "rent",
+                "sale",
+                "",
+            ])
+            .prop_map(String::from),
+            "[ -~]{0,10}",
+            ".{0,6}",
+            ("\\PC{0,8}", prop::collection::vec(any::<bool>(), 0..8))
+                .prop_map(|(t, e)| spell(&t, &e)),
+        ]
+    }
+
+    fn query() -> impl Strategy<Value = String> {
+        prop::collection::vec((component(), component(), any::<bool>()), 0..8).prop_map(|pairs| {
+            pairs
+                .iter()
+                .map(|(k, v, bare)| if *bare { k.clone() } else { format!("{k}={v}") })
+                .collect::<Vec<_>>()
+                .join("&")
+        })
+    }
+
+    proptest! {
+        /// Canonicalising a request's canonical target again gives the same key, target and
+        /// route: the key is a fixed point, so what is fetched is what is keyed.
+        #[test]
+        fn canonical_form_is_a_fixed_point(
+            which in 0usize..2,
+            path in prop::sample::select(PATHS),
+            q in query(),
+        ) {
+            let config = &CONFIGS[which];
+            let h = HeaderMap::new();
+            if let Some(c) = canonicalize(config, path, Some(&q), &h) {
+                let (p2, q2) = c.target.split_once('?').map_or((c.target.as_str(), None), |(p, q)| (p, Some(q)));
+                let again = canonicalize(config, p2, q2, &h);
+                prop_assert_eq!(again.as_ref(), Some(&c), "from {}?{}", path, q);
+            }
+        }
+
+        /// A client's token never survives into a key or an upstream target, whatever its
+        /// spelling (case, percent-encoding, PHP's renamings) and wherever it sits.
+        #[test]
+        fn the_token_never_survives(
+            which in 0usize..2,
+            path in prop::sample::select(PATHS),
+            before in query(),
+            after in query(),
+            name in token_spelling(),
+            secret in "[0-9]{12}",
+        ) {
+            let config = &CONFIGS[which];
+            let secret = format!("Tk{secret}");
+            let q = format!("{before}&{name}={secret}&{after}");
+            if let Some(c) = canonicalize(config, path, Some(&q), &HeaderMap::new()) {
+                let elsewhere = before.contains(&secret) || after.contains(&secret);
+                prop_assert!(elsewhere || !c.key.contains(&secret), "{} kept in {}", q, c.key);
+                let forwarded = query::parse(c.target.split_once('?').map(|(_, q)| q));
+                for (k, _) in forwarded {
+                    prop_assert!(!super::is_token(&k, "token"), "{:?} forwarded from {}", k, q);
+                }
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod freshness;
 pub mod key;
 pub mod media;
 pub mod outer;
+pub mod php;
 pub mod query;
 pub mod routes;
 pub mod tags;

@@ -87,7 +87,7 @@ mod tests {
 
     fn rule(when: &str, purge: &[&str]) -> Dependency {
         Dependency {
-            when: globset::Glob::new(when).unwrap().compile_matcher(),
+            when: crate::glob::compile(when).unwrap(),
             purge: purge.iter().map(|s| s.to_string()).collect(),
         }
     }

@@ -1,6 +1,6 @@
 //! Keeps the Redis tier usable and the memory tiers of all instances coherent: connects,
-//! probes while Redis is down (so requests never wait on it), and listens for invalidations
-//! published by any instance.
+//! probes while Redis is down (so requests never wait on it), listens for invalidations
+//! published by any instance, and acknowledges purge markers (see `acks.rs`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,15 +12,13 @@ use log::{info, warn};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use super::invalidation::{self, Invalidation};
 use super::redis::{connect, pubsub_urls, RedisTier};
 use super::{MemoryTier, TagIndex};
 
 /// How often a down Redis is probed, and an up one checked.
 const PROBE_DOWN: Duration = Duration::from_millis(500);
 const PROBE_UP: Duration = Duration::from_secs(2);
-
-/// Invalidation payload meaning "everything".
-pub const ALL: &str = "*";
 
 pub struct RedisKeeper {
     pub redis: Arc<RedisTier>,
@@ -84,11 +82,22 @@ impl RedisKeeper {
                     info!("listening for invalidations on {channel}");
                     let memory = self.memory.clone();
                     let index = self.index.clone();
+                    let redis = self.redis.clone();
                     let flag = self.subscribed.clone();
                     tokio::spawn(async move {
                         let mut messages = pubsub.into_on_message();
                         while let Some(msg) = messages.next().await {
-                            apply(&memory, &index, msg.get_payload_bytes());
+                            if let Some(id) = apply(&memory, &index, msg.get_payload_bytes()) {
+                                // Everything before the marker is applied: the purge that
+                                // sent it may answer. Acknowledged aside, so that a slow
+                                // Redis does not hold up the messages that follow.
+                                let redis = redis.clone();
+                                tokio::spawn(async move {
+                                    if let Err(e) = redis.acknowledge(&id).await {
+                                        warn!("could not acknowledge a purge: {e}");
+                                    }
+                                });
+                            }
                         }
                         flag.store(false, Ordering::Release);
                         warn!("lost the invalidation subscription; will resubscribe");
@@ -103,38 +112,33 @@ impl RedisKeeper {
     }
 }
 
-/// Applies one invalidation message to this instance's memory tier: a key hash (hex),
-/// `t:<tag>` or `g:<glob>` (keys this instance indexed), or `*` (everything).
-fn apply(memory: &MemoryTier, index: &TagIndex, payload: &[u8]) {
-    let Ok(text) = std::str::from_utf8(payload) else {
-        return;
-    };
+/// Applies one invalidation message to this instance's memory tier (see `invalidation.rs`);
+/// one that cannot be read is ignored with a warning. Returns the id of a purge's marker,
+/// which this instance acknowledges.
+fn apply(memory: &MemoryTier, index: &TagIndex, payload: &[u8]) -> Option<String> {
     let drop_keys = |keys: Vec<String>| {
         for k in keys {
             memory.drop_local(&pingora::cache::key::hash_key(&k));
         }
     };
-    if text == ALL {
-        memory.distrust_stored_before_now();
-    } else if let Some(tag) = text.strip_prefix("t:") {
-        drop_keys(index.local_keys(tag));
-    } else if let Some(pattern) = text.strip_prefix("g:") {
-        if let Ok(g) = globset::Glob::new(pattern) {
-            let m = g.compile_matcher();
-            drop_keys(
-                index
-                    .local_all()
-                    .into_iter()
-                    .filter(|k| m.is_match(k))
-                    .collect(),
-            );
-        }
-    } else {
-        let mut hash = [0u8; 16];
-        if hex::decode_to_slice(text, &mut hash).is_ok() {
-            memory.drop_local(&hash);
-        }
+    match invalidation::parse(payload) {
+        Ok(Invalidation::Marker(id)) => return Some(id),
+        Ok(Invalidation::All) => memory.distrust_stored_before_now(),
+        Ok(Invalidation::Tag(tag)) => drop_keys(index.local_keys(&tag)),
+        Ok(Invalidation::Glob(m)) => drop_keys(
+            index
+                .local_all()
+                .into_iter()
+                .filter(|k| m.is_match(k))
+                .collect(),
+        ),
+        Ok(Invalidation::Key(hash)) => memory.drop_local(&hash),
+        Err(e) => warn!(
+            "ignoring an invalidation message ({e}): {}",
+            invalidation::excerpt(payload)
+        ),
     }
+    None
 }
 
 #[async_trait]
@@ -160,6 +164,61 @@ impl BackgroundService for RedisKeeper {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Invalidation messages on generated bytes: applied or refused, never a panic
+/// (`PROPTEST_CASES` sets how many; `bench/fuzz.sh` runs millions).
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::LazyLock;
+    use std::time::{Duration, SystemTime};
+
+    /// One memory tier and index for every case; keys indexed under a few tags, so tag and
+    /// glob messages have something to match.
+    static TIERS: LazyLock<(MemoryTier, TagIndex)> = LazyLock::new(|| {
+        let index = TagIndex::new(None);
+        let until = SystemTime::now() + Duration::from_secs(86_400);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        for (key, tag) in [
+            ("/propertyadvertising.php?featured=1", "route:featured"),
+            ("/propertyadvertising.php?propref=4", "property:4"),
+            ("/propertymedia.php?filename=a.jpg", "route:media"),
+        ] {
+            rt.block_on(index.add(key, &[tag.to_string()], until, false));
+        }
+        (MemoryTier::new(1 << 20, 1 << 16), index)
+    });
+
+    fn message() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..128),
+            (
+                prop::sample::select(vec!["g:", "t:", "a:", "*", "", "G:", "g"]),
+                prop_oneof![
+                    "[*?\\[\\]{},a-z/:]{0,700}",
+                    "[0-9a-fA-F]{0,40}",
+                    "\\PC{0,40}",
+                    "property:[0-9]{1,3}|route:[a-z]{1,8}",
+                ],
+            )
+                .prop_map(|(prefix, rest)| format!("{prefix}{rest}").into_bytes()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_message_is_applied_or_refused(payload in message()) {
+            let (memory, index) = &*TIERS;
+            let marker = apply(memory, index, &payload);
+            if let Some(id) = marker {
+                prop_assert!(id.bytes().all(|b| b.is_ascii_alphanumeric()) && id.len() <= 64);
             }
         }
     }

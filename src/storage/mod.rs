@@ -5,9 +5,11 @@
 //! Storage never decides freshness: entries carry the times the policy computed, and the
 //! adapter only drops entries that are past every window the policy allowed.
 
+pub mod acks;
 mod codec;
 mod entry;
 mod index;
+pub mod invalidation;
 mod keeper;
 mod memory;
 pub mod redis;

@@ -889,3 +889,39 @@ mod lease_tests {
         );
     }
 }
+
+/// Purge acknowledgements (see `acks.rs`): a marker published after a purge's invalidations,
+/// and a set per marker of the instances that applied everything before it.
+impl RedisTier {
+    fn ack_key(&self, id: &str) -> String {
+        format!("{}ack:{id}", self.cfg.prefix)
+    }
+
+    /// Publishes `message` on the invalidation channel; returns how many subscriptions
+    /// received it (on a cluster: those on the node that took the PUBLISH).
+    pub async fn publish_counted(&self, message: &str) -> Result<u64, TierError> {
+        let channel = self.channel();
+        let msg = message.to_string();
+        let n: i64 = self
+            .op(|mut c| async move { c.query(redis::cmd("PUBLISH").arg(&channel).arg(&msg)).await })
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Records that this instance has applied every invalidation published before the marker
+    /// `id`. The set outlives any wait for it, then expires.
+    pub async fn acknowledge(&self, id: &str) -> Result<(), TierError> {
+        let key = self.ack_key(id);
+        let mut p = redis::pipe();
+        p.cmd("SADD").arg(&key).arg(&self.instance).ignore();
+        p.cmd("PEXPIRE").arg(&key).arg(10_000).ignore();
+        self.op(|mut c| async move { c.pipe::<()>(&p).await }).await
+    }
+
+    /// How many instances have acknowledged the marker `id`.
+    pub async fn acknowledgements(&self, id: &str) -> Result<u64, TierError> {
+        let key = self.ack_key(id);
+        self.op(|mut c| async move { c.query(redis::cmd("SCARD").arg(&key)).await })
+            .await
+    }
+}

@@ -128,9 +128,7 @@ impl TieredStorage {
         routes: &[String],
         soft: bool,
     ) -> Result<Vec<String>, String> {
-        let glob = globset::Glob::new(pattern)
-            .map_err(|e| format!("`{pattern}` is not a glob: {e}"))?
-            .compile_matcher();
+        let glob = crate::glob::compile(pattern)?;
         let mut keys: Vec<String> = self.index.local_all();
         for r in routes {
             keys.extend(self.index.keys(&crate::policy::tags::route_tag(r)).await);
