@@ -861,35 +861,6 @@ pub fn pubsub_urls(cfg: &Redis) -> Vec<String> {
     }
 }
 
-#[cfg(test)]
-mod lease_tests {
-    use super::*;
-
-    #[test]
-    fn lease_values_read_back() {
-        assert_eq!(lease_state(None), LeaseState::Free);
-        assert_eq!(
-            lease_state(Some("ab12:77:1700000000000".into())),
-            LeaseState::Held(1_700_000_000_000)
-        );
-        assert_eq!(lease_state(Some("junk".into())), LeaseState::Held(0));
-        assert_eq!(
-            lease_state(Some("fail:status-503:".into())),
-            LeaseState::Failed(FailedFill {
-                code: "status-503".into(),
-                retry_after_ms: None
-            })
-        );
-        assert_eq!(
-            lease_state(Some("fail:rate-limited:7000".into())),
-            LeaseState::Failed(FailedFill {
-                code: "rate-limited".into(),
-                retry_after_ms: Some(7000)
-            })
-        );
-    }
-}
-
 /// Purge acknowledgements (see `acks.rs`): a marker published after a purge's invalidations,
 /// and a set per marker of the instances that applied everything before it.
 impl RedisTier {
@@ -923,5 +894,34 @@ impl RedisTier {
         let key = self.ack_key(id);
         self.op(|mut c| async move { c.query(redis::cmd("SCARD").arg(&key)).await })
             .await
+    }
+}
+
+#[cfg(test)]
+mod lease_tests {
+    use super::*;
+
+    #[test]
+    fn lease_values_read_back() {
+        assert_eq!(lease_state(None), LeaseState::Free);
+        assert_eq!(
+            lease_state(Some("ab12:77:1700000000000".into())),
+            LeaseState::Held(1_700_000_000_000)
+        );
+        assert_eq!(lease_state(Some("junk".into())), LeaseState::Held(0));
+        assert_eq!(
+            lease_state(Some("fail:status-503:".into())),
+            LeaseState::Failed(FailedFill {
+                code: "status-503".into(),
+                retry_after_ms: None
+            })
+        );
+        assert_eq!(
+            lease_state(Some("fail:rate-limited:7000".into())),
+            LeaseState::Failed(FailedFill {
+                code: "rate-limited".into(),
+                retry_after_ms: Some(7000)
+            })
+        );
     }
 }
