@@ -25,12 +25,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
+use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
 use pingora::services::listening::Service;
 use serde_json::{json, Value};
 
 use crate::config::SharedConfig;
 use crate::metrics::Metrics;
+use crate::proxy::head::{self, Head};
 use crate::proxy::hot::HotKeys;
 use crate::reload::Reloader;
 use crate::storage::TieredStorage;
@@ -63,8 +67,11 @@ impl Admin {
         Admin { h, token }
     }
 
-    pub fn service(self, listen: &str) -> Service<Admin> {
-        let mut svc = Service::new("admin".to_string(), self);
+    pub fn service(self, listen: &str) -> Service<AdminDoor> {
+        let door = AdminDoor {
+            admin: Arc::new(self),
+        };
+        let mut svc = Service::new("admin".to_string(), door);
         svc.threads = Some(1);
         svc.add_tcp(listen);
         svc
@@ -95,6 +102,17 @@ impl Admin {
     }
 
     async fn route(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
+        if s.req_header().version == http::Version::HTTP_11
+            && !s.req_header().headers.contains_key(http::header::HOST)
+        {
+            s.set_keepalive(None);
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "an HTTP/1.1 request needs a Host header",
+            )
+            .response();
+        }
         let method = s.req_header().method.clone();
         let path = s.req_header().uri.path().to_string();
         match (&method, path.as_str()) {
@@ -377,6 +395,41 @@ fn respond(status: StatusCode, body: Bytes) -> Response<Vec<u8>> {
 impl ServeHttp for Admin {
     async fn response(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
         self.route(s).await
+    }
+}
+
+/// Reads each request head on the admin listener before pingora does, with the same
+/// deadline and bounds as the public one (`proxy::head`): a URL too long for pingora's
+/// parser gets `414`, not a closed connection.
+pub struct AdminDoor {
+    admin: Arc<Admin>,
+}
+
+#[async_trait]
+impl ServerApp for AdminDoor {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut stream = stream;
+        let mut shutdown = shutdown.clone();
+        loop {
+            let mut buf = bytes::BytesMut::with_capacity(4096);
+            let within = self.admin.h.config.load().server.header_timeout;
+            match head::read(&mut stream, &mut buf, &mut shutdown, within, |_| ()).await {
+                Head::Gone => return None,
+                Head::Refused(status) => {
+                    head::refuse(&mut stream, status).await;
+                    return None;
+                }
+                Head::Parsed(..) | Head::Unparsed => {}
+            }
+            let mut session = ServerSession::new_http1(stream);
+            session.set_pipelined_prefix(buf);
+            let reused = HttpServerApp::process_new_http(&self.admin, session, &shutdown).await?;
+            stream = reused.consume().0;
+        }
     }
 }
 

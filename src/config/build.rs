@@ -97,6 +97,10 @@ fn server(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Server {
     }
     count_at_most(s.threads, MAX_THREADS, path.key("threads"), p);
     at_most(s.grace_period.0, MAX_WAIT, path.key("grace_period"), p);
+    at_most(s.header_timeout.0, MAX_WAIT, path.key("header_timeout"), p);
+    if s.header_timeout.0.is_zero() {
+        p.push((path.key("header_timeout"), "must be more than 0".into()));
+    }
     if s.compression_level > 9 {
         p.push((path.key("compression_level"), "must be 0 (off) to 9".into()));
     }
@@ -106,6 +110,7 @@ fn server(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Server {
         compression_level: s.compression_level,
         grace_period: s.grace_period.0,
         write_buffer: s.write_buffer.0.clamp(1460, 1 << 24) as usize,
+        header_timeout: s.header_timeout.0,
     }
 }
 

@@ -36,6 +36,7 @@ pub struct ServerFile {
     pub compression_level: u32,
     pub grace_period: Dur,
     pub write_buffer: Size,
+    pub header_timeout: Dur,
 }
 
 impl Default for ServerFile {
@@ -46,6 +47,7 @@ impl Default for ServerFile {
             compression_level: 6,
             grace_period: Dur::secs(5),
             write_buffer: Size(64 << 10),
+            header_timeout: Dur::secs(60),
         }
     }
 }

@@ -116,6 +116,9 @@ pub struct Server {
     pub grace_period: Duration,
     /// Per-connection write buffer: a response that fits leaves in one send().
     pub write_buffer: usize,
+    /// How long a connection may take to send a complete request head (idle time before it
+    /// included), on both listeners.
+    pub header_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -3,15 +3,15 @@
 //! per-request machinery (its session, request parsing into several maps, the proxy's state
 //! machine and its futures) costs more than the rest of the hit put together.
 //!
-//! Only the plainest requests are answered here: GET or HEAD, HTTP/1.0 or 1.1, no body, no
-//! range, no upgrade, on a cached route, for an entry that is fresh and not due for
-//! refresh-ahead. Everything else goes to pingora's proxy with the bytes already read (as
+//! Only the plainest requests are answered here: GET or HEAD, HTTP/1.0 or 1.1 with its `Host`,
+//! no body, no range, no upgrade, on a cached route, for an entry that is fresh. Every head,
+//! whoever answers it, must arrive whole within one deadline and within size bounds
+//! (`head`). Everything else goes to pingora's proxy with the bytes already read (as
 //! the prefix pingora parses before reading more), together with what the lookup found, so
 //! nothing is looked up twice; the connection comes back here after pingora's answer. TLS
 //! and HTTP/2 connections go to pingora whole.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
@@ -24,17 +24,11 @@ use pingora::protocols::Stream;
 use pingora::proxy::{HttpProxy, ProxyHttp};
 use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
+use super::head::{self, Head};
 use super::{direct, Early, RentCache};
 
-/// How long a connection may sit without a complete request (nginx's `client_header_timeout`;
-/// pingora's own HTTP/1 sessions wait between requests without limit).
-const IDLE: Duration = Duration::from_secs(60);
-/// A request head larger than this, or with more headers, is left to pingora (which
-/// answers it, or refuses it with the right status).
-const MAX_HEAD: usize = 16 * 1024;
-const MAX_HEADERS: usize = 64;
 const READ_BUF: usize = 4096;
 
 pub struct Front {
@@ -56,19 +50,6 @@ struct Plain {
     keepalive: bool,
 }
 
-// Made and taken apart once per request: boxing the large variant would only add an
-// allocation to every hit.
-#[allow(clippy::large_enum_variant)]
-enum Head {
-    /// A complete head of this many bytes, whether the request ends with it, and the
-    /// request if it is plain enough.
-    Complete(usize, bool, Option<Plain>),
-    /// Not something to parse here (malformed, too large): pingora's to answer.
-    Unreadable,
-    /// Closed, idle too long, or the server is shutting down between requests.
-    Gone,
-}
-
 #[async_trait]
 impl ServerApp for Front {
     async fn process_new(
@@ -83,10 +64,17 @@ impl ServerApp for Front {
         let mut shutdown = shutdown.clone();
         let mut buf = BytesMut::with_capacity(READ_BUF);
         loop {
-            let (len, whole, plain) = match read_head(&mut stream, &mut buf, &mut shutdown).await {
+            let inspect = |req: &httparse::Request| (ends_with_head(req), plain_request(req));
+            let within = self.cache.config.load().server.header_timeout;
+            let read = head::read(&mut stream, &mut buf, &mut shutdown, within, inspect);
+            let (len, whole, plain) = match read.await {
                 Head::Gone => return None,
-                Head::Unreadable => (0, false, None),
-                Head::Complete(len, whole, plain) => (len, whole, plain),
+                Head::Refused(status) => {
+                    head::refuse(&mut stream, status).await;
+                    return None;
+                }
+                Head::Unparsed => (0, false, None),
+                Head::Parsed(len, (whole, plain)) => (len, whole, plain),
             };
             let mut handoff = None;
             if let Some(Plain { req, keepalive }) = plain {
@@ -174,40 +162,6 @@ impl Front {
     }
 }
 
-/// Reads until `buf` starts with a complete request head.
-async fn read_head(stream: &mut Stream, buf: &mut BytesMut, shutdown: &mut ShutdownWatch) -> Head {
-    let deadline = tokio::time::Instant::now() + IDLE;
-    loop {
-        if !buf.is_empty() {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut parsed = httparse::Request::new(&mut headers);
-            match parsed.parse(buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    return Head::Complete(len, ends_with_head(&parsed), plain_request(&parsed))
-                }
-                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-                _ => return Head::Unreadable,
-            }
-        }
-        if *shutdown.borrow() {
-            return Head::Gone;
-        }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_BUF);
-        }
-        // A head still incomplete at the deadline, like an idle connection, is closed.
-        let read = tokio::select! {
-            biased;
-            _ = shutdown.changed() => return Head::Gone,
-            r = tokio::time::timeout_at(deadline, stream.read_buf(buf)) => r,
-        };
-        match read {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => return Head::Gone,
-        }
-    }
-}
-
 /// Whether a request is all in its head: no body follows, and the connection stays HTTP.
 fn ends_with_head(parsed: &httparse::Request) -> bool {
     parsed.method != Some("CONNECT")
@@ -259,8 +213,12 @@ fn plain_request(parsed: &httparse::Request) -> Option<Plain> {
         let value = HeaderValue::from_bytes(h.value).ok()?;
         req.append_header(name, value).ok()?;
     }
-    // Pingora refuses an ambiguous authority (two Host lines, userinfo) with a 400.
+    // Pingora refuses an ambiguous authority (two Host lines, userinfo) with a 400, and
+    // the proxy an HTTP/1.1 request without one (RFC 9112 3.2).
     pingora::protocols::http::authority::validate_request_authority(&req).ok()?;
+    if http11 && !req.headers.contains_key(header::HOST) {
+        return None;
+    }
     let keepalive = !close && (http11 || keep_alive);
     Some(Plain { req, keepalive })
 }
@@ -270,7 +228,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Option<Plain> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);
         assert!(parsed.parse(text.as_bytes()).unwrap().is_complete());
         plain_request(&parsed)
@@ -284,7 +242,7 @@ mod tests {
         assert_eq!(p.req.uri.query(), Some("b=1"));
         assert_eq!(p.req.headers["accept-encoding"], "gzip");
         assert!(
-            !parse("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n")
+            !parse("GET / HTTP/1.1\r\nHost: x\r\nConnection: Close\r\n\r\n")
                 .unwrap()
                 .keepalive
         );
@@ -292,7 +250,7 @@ mod tests {
         let p = parse("HEAD / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
         assert!(p.keepalive);
         assert_eq!(p.req.version, http::Version::HTTP_10);
-        assert!(parse("GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").is_some());
+        assert!(parse("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").is_some());
     }
 
     #[test]
@@ -308,8 +266,131 @@ mod tests {
             "GET http://example.com/ HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: user@a\r\n\r\n",
+            // HTTP/1.1 requires Host: the proxy answers 400.
+            "GET / HTTP/1.1\r\n\r\n",
         ] {
             assert!(parse(text).is_none(), "{text:?}");
+        }
+    }
+}
+
+/// The front door and pingora read the same bytes the same way: whatever the front door
+/// answers itself, pingora would have parsed as the same request (no desync between the two
+/// parsers a connection can meet), and the front door answers nothing pingora refuses.
+#[cfg(test)]
+mod parity {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What pingora makes of `bytes` as the start of a connection.
+    fn pingora_reads(bytes: &[u8]) -> Option<RequestHeader> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut client, server) = tokio::io::duplex(1 << 20);
+            client.write_all(bytes).await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut session = ServerSession::new_http1(Box::new(server));
+            match session.read_request().await {
+                Ok(true) => Some(session.req_header().clone()),
+                _ => None,
+            }
+        })
+    }
+
+    fn piece(options: &'static [&'static str]) -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(options).prop_map(String::from),
+            1 => "[ -~\t]{0,12}",
+            1 => proptest::collection::vec(any::<u8>(), 0..6)
+                .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+        ]
+    }
+
+    fn head() -> impl Strategy<Value = Vec<u8>> {
+        let method = piece(&["GET", "HEAD", "POST", "get", "G ET", "OPTIONS", "CONNECT"]);
+        let target = piece(&[
+            "/",
+            "/propertyadvertising.php?rob=rent&limit=10",
+            "/a b",
+            "/%zz",
+            "*",
+            "http://example.com/",
+            "/x?token=1&token%00=2",
+            "/\u{e9}",
+        ]);
+        let version = piece(&[
+            "HTTP/1.1", "HTTP/1.0", "HTTP/1.2", "HTTP/2.0", "http/1.1", "",
+        ]);
+        let name = piece(&[
+            "Host",
+            "host",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Connection",
+            "Range",
+            "Expect",
+            "Upgrade",
+            "Accept-Encoding",
+            "X-A",
+            "Bad Name",
+            "Host ",
+            "",
+        ]);
+        let value = piece(&[
+            "x",
+            "0",
+            "2",
+            "chunked",
+            "close",
+            "keep-alive",
+            "application/base64",
+            "bytes=0-1",
+            "user@x",
+            " padded ",
+            "",
+        ]);
+        let eol = prop::sample::select(vec!["\r\n", "\n"]);
+        (
+            method,
+            target,
+            version,
+            proptest::collection::vec((name, value), 0..6),
+            eol,
+        )
+            .prop_map(|(m, t, v, headers, eol)| {
+                let mut s = format!("{m} {t} {v}{eol}");
+                for (n, val) in headers {
+                    s.push_str(&format!("{n}: {val}{eol}"));
+                }
+                s.push_str(eol);
+                s.into_bytes()
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn what_the_front_door_answers_pingora_reads_alike(bytes in head()) {
+            let inspect = |req: &httparse::Request| (ends_with_head(req), plain_request(req));
+            if let Some(head::Head::Parsed(len, (whole, Some(plain)))) = head::judge(&bytes, inspect) {
+                let theirs = pingora_reads(&bytes[..len]);
+                prop_assert!(theirs.is_some(), "pingora refuses what the front door takes: {:?}", String::from_utf8_lossy(&bytes));
+                let theirs = theirs.unwrap();
+                prop_assert_eq!(&theirs.method, &plain.req.method);
+                prop_assert_eq!(theirs.uri.to_string(), plain.req.uri.to_string());
+                prop_assert_eq!(theirs.version, plain.req.version);
+                let headers = |r: &RequestHeader| -> Vec<(String, Vec<u8>)> {
+                    r.headers.iter().map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec())).collect()
+                };
+                prop_assert_eq!(headers(&theirs), headers(&plain.req));
+                // A request the front door takes as complete has no body for pingora either.
+                prop_assert!(whole);
+                let cl = theirs.headers.get(header::CONTENT_LENGTH).map(|v| v.as_bytes().to_vec());
+                prop_assert!(cl.is_none() || cl.as_deref() == Some(&b"0"[..]));
+                prop_assert!(!theirs.headers.contains_key(header::TRANSFER_ENCODING));
+            }
         }
     }
 }

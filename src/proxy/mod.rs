@@ -30,6 +30,7 @@ mod direct;
 mod fill;
 mod front;
 mod gzip;
+pub mod head;
 pub mod hot;
 mod memo;
 mod outcome;
@@ -367,6 +368,13 @@ impl ProxyHttp for RentCache {
             return self.write_answer(session, ctx, a).await;
         }
         if ctx.canonical.is_none() {
+            if lacks_host(session.req_header()) {
+                let headers = cors_headers(session, ctx);
+                self.record(session.req_header(), ctx);
+                let msg = "an HTTP/1.1 request needs a Host header";
+                reply::refuse(session, 400, "bad_request", msg, headers).await?;
+                return Ok(true);
+            }
             if session.req_header().method == http::Method::OPTIONS
                 && self.preflight(session, ctx).await?
             {
@@ -506,7 +514,8 @@ impl ProxyHttp for RentCache {
             };
             let headers = cors_headers(session, ctx);
             self.record(session.req_header(), ctx);
-            if let Err(we) = reply::error(session, code, "proxy_error", message, headers).await {
+            // The connection closes after this answer (`can_reuse_downstream`): it says so.
+            if let Err(we) = reply::refuse(session, code, "proxy_error", message, headers).await {
                 debug!("could not send error response: {we}");
             }
         }
@@ -544,6 +553,11 @@ impl ProxyHttp for RentCache {
             }
         );
     }
+}
+
+/// An HTTP/1.1 request without `Host` (RFC 9112 3.2 requires a 400).
+fn lacks_host(req: &RequestHeader) -> bool {
+    req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST)
 }
 
 /// CORS headers for responses rentcache writes itself.

@@ -48,3 +48,15 @@ pub async fn error(
     )
     .await
 }
+
+/// A JSON error after which the connection closes, saying so (`Connection: close`).
+pub async fn refuse(
+    session: &mut Session,
+    status: u16,
+    code: &str,
+    message: &str,
+    headers: Vec<(&'static str, String)>,
+) -> Result<()> {
+    session.set_keepalive(None);
+    error(session, status, code, message, headers).await
+}
