@@ -7,7 +7,8 @@
 #   CASES_CONFIG=200000 bench/fuzz.sh   # fewer for the config loader, the slowest target
 #
 # Targets: key canonicalisation (policy::key, policy::php), the config loader (config::load),
-# the admin API's bodies (admin), invalidation messages (storage::keeper). A failing property
+# the admin API's bodies (admin), invalidation messages (storage::keeper), the front door's
+# request-head reader against pingora's parser (proxy::front::parity). A failing property
 # is shrunk by proptest and printed with its smallest input; the script then exits 1. Each
 # target's log is kept in target/fuzz/ (under CARGO_TARGET_DIR when set).
 set -euo pipefail
@@ -24,6 +25,7 @@ targets=(
   "config config::load::props ${CASES_CONFIG:-$CASES}"
   "admin-bodies admin::props ${CASES_ADMIN:-$CASES}"
   "invalidations storage::keeper::props ${CASES_INVALIDATIONS:-$CASES}"
+  "front-door proxy::front::parity ${CASES_FRONT:-$CASES}"
 )
 
 cargo test --release --lib --no-run

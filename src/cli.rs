@@ -132,7 +132,7 @@ fn check(path: &Path) -> i32 {
 }
 
 /// The shipped Rentman routes, pointed at the local simulator on loopback.
-fn demo_config(args: &DemoArgs) -> Config {
+fn demo_config(args: &DemoArgs) -> Result<Config, config::ConfigErrors> {
     let text = include_str!("../conf/rentcache.yaml")
         .replace(
             "listen: [\"0.0.0.0:8080\"]",
@@ -146,7 +146,7 @@ fn demo_config(args: &DemoArgs) -> Config {
             "listen: \"127.0.0.1:9091\"",
             &format!("listen: \"127.0.0.1:{}\"", args.admin_port),
         );
-    config::parse_str(&text, "built-in demo config").expect("the shipped config is valid")
+    config::parse_str(&text, "built-in demo config")
 }
 
 /// Simulator options as if given on the command line (so defaults stay in one place).
@@ -162,7 +162,13 @@ fn sim_options(flags: &[&str]) -> simulator::SimOptions {
 
 fn demo(args: DemoArgs) -> i32 {
     init_logging();
-    let config = demo_config(&args);
+    let config = match demo_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("the built-in demo config is invalid (a bug):\n{e}");
+            return 1;
+        }
+    };
     let mut server = server::new_server(&config);
     let sim = simulator::Simulator::new(sim_options(&[
         "--port",

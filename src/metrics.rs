@@ -1,6 +1,10 @@
 //! Prometheus metrics, in a registry of our own (served on the admin listener). Names follow
 //! Prometheus conventions: `rentcache_` prefix, base units, `_total` for counters.
 
+// Every metric is defined here with constant names, help texts and labels, registered once:
+// a failure is a programming error that every test run would hit, never a request's doing.
+#![allow(clippy::expect_used)]
+
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
@@ -219,9 +223,9 @@ impl Metrics {
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding cannot fail");
-        String::from_utf8(buf).expect("text exposition is UTF-8")
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            log::error!("metrics could not be rendered: {e}");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
     }
 }

@@ -157,10 +157,16 @@ impl Reloader {
 /// which kills the process. Once installed (by a tokio signal listener), it stays for the
 /// life of the process; the reload service listens on it later.
 pub fn keep_sighup_from_killing() {
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("a small runtime");
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot keep SIGHUP from stopping the process ({e})");
+            return;
+        }
+    };
     rt.block_on(async {
         let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     });

@@ -84,8 +84,14 @@ impl Warmer {
         storage: &'static TieredStorage,
         throttle: Arc<Throttle>,
     ) -> Warmer {
-        let listen = config.load().server.listen[0].clone();
-        let mut proxy: SocketAddr = listen.parse().expect("validated listen address");
+        // The config was validated: at least one listen address, each a socket address.
+        let mut proxy: SocketAddr = config
+            .load()
+            .server
+            .listen
+            .first()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         if proxy.ip().is_unspecified() {
             proxy.set_ip(if proxy.is_ipv4() {
                 std::net::Ipv4Addr::LOCALHOST.into()
@@ -141,8 +147,7 @@ impl Warmer {
         let mut seen: HashSet<String> = queue.iter().map(|(u, _)| u.clone()).collect();
         job.total.store(queue.len(), Ordering::Relaxed);
         let mut i = 0;
-        while i < queue.len() {
-            let (url, follow_here) = queue[i].clone();
+        while let Some((url, follow_here)) = queue.get(i).cloned() {
             i += 1;
             let body = match self.warm_one(&url).await {
                 Fetched::Fresh(entry) => {

@@ -54,7 +54,13 @@ pub async fn explain(h: &Handles, url: Option<&str>) -> Result<Value, ApiError> 
             "why": "no route matches: rentcache answers 404 and never calls the upstream",
         }));
     };
-    let route = &config.routes[c.route];
+    let Some(route) = config.routes.get(c.route) else {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the route of this URL is gone",
+        ));
+    };
     let hash = pingora::cache::key::hash_key(&c.key);
     let now = SystemTime::now();
     let mut tiers = Vec::new();

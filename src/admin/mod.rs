@@ -209,16 +209,12 @@ impl Admin {
         }
         m.upstream_in_flight.set(in_flight as i64);
         let body = m.render();
-        Response::builder()
-            .status(StatusCode::OK)
-            .header(
-                http::header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )
-            .header(http::header::CONTENT_LENGTH, body.len())
-            .header(http::header::CACHE_CONTROL, "no-store")
-            .body(body.into_bytes())
-            .expect("valid response")
+        let mut resp = respond(StatusCode::OK, Bytes::from(body));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        resp
     }
 
     fn start_warm(&self, body: &Value) -> Result<Value, ApiError> {
@@ -382,13 +378,20 @@ fn ok(v: Value) -> Response<Vec<u8>> {
 }
 
 fn respond(status: StatusCode, body: Bytes) -> Response<Vec<u8>> {
-    Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::CONTENT_LENGTH, body.len())
-        .header(http::header::CACHE_CONTROL, "no-store")
-        .body(body.to_vec())
-        .expect("valid response")
+    let len = http::HeaderValue::from(body.len());
+    let mut resp = Response::new(body.to_vec());
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    h.insert(http::header::CONTENT_LENGTH, len);
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    resp
 }
 
 #[async_trait]

@@ -65,13 +65,16 @@ pub async fn stats(h: &Handles) -> Value {
     let mut tiers = json!({
         "memory": {"entries": mem.entries, "encoded_copies": mem.copies, "bytes": mem.bytes, "max_bytes": mem.max_bytes},
     });
-    if let Some(r) = h.storage.redis() {
-        tiers["redis"] = json!({
-            "state": if r.is_up() { "up" } else { "down" },
-            "down_reason": r.down_reason(),
-            "errors": r.counters.errors.load(std::sync::atomic::Ordering::Relaxed),
-            "writes": r.counters.writes.load(std::sync::atomic::Ordering::Relaxed),
-        });
+    if let (Some(r), Some(t)) = (h.storage.redis(), tiers.as_object_mut()) {
+        t.insert(
+            "redis".into(),
+            json!({
+                "state": if r.is_up() { "up" } else { "down" },
+                "down_reason": r.down_reason(),
+                "errors": r.counters.errors.load(std::sync::atomic::Ordering::Relaxed),
+                "writes": r.counters.writes.load(std::sync::atomic::Ordering::Relaxed),
+            }),
+        );
     }
     json!({
         "requests": requests,

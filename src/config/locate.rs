@@ -45,7 +45,9 @@ impl KeyPath {
         if self.0.is_empty() {
             None
         } else {
-            Some(KeyPath(self.0[..self.0.len() - 1].to_vec()))
+            self.0
+                .split_last()
+                .map(|(_, parent)| KeyPath(parent.to_vec()))
         }
     }
 }

@@ -252,14 +252,17 @@ impl<'a> Chunks<'a> {
 impl Read for Chunks<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while let Some(chunk) = self.chunks.get(self.index) {
-            let rest = &chunk[self.offset..];
+            let rest = chunk.get(self.offset..).unwrap_or_default();
             if rest.is_empty() {
                 self.index += 1;
                 self.offset = 0;
                 continue;
             }
             let n = rest.len().min(buf.len());
-            buf[..n].copy_from_slice(&rest[..n]);
+            let (into, from) = (buf.iter_mut(), rest.iter());
+            for (b, r) in into.zip(from) {
+                *b = *r;
+            }
             self.offset += n;
             return Ok(n);
         }

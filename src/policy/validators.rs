@@ -28,8 +28,10 @@ pub fn complete_stored_header(header: &mut ResponseHeader, body: &[Bytes]) {
 pub fn without_case(header: &ResponseHeader) -> ResponseHeader {
     // Room for the headers each response adds (Age, X-Cache-Status, Cache-Status,
     // Cache-Control, CORS...), so that adding them does not regrow the map on every hit.
-    let mut out = ResponseHeader::build_no_case(header.status, Some(header.headers.len() + 8))
-        .expect("status was valid");
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = header.status;
+    parts.headers.reserve(header.headers.len() + 8);
+    let mut out = ResponseHeader::from(parts);
     for (name, value) in header.headers.iter() {
         let _ = out.append_header(name.clone(), value.clone());
     }

@@ -35,8 +35,8 @@ impl std::hash::Hasher for Prehashed {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        if bytes.len() >= 8 {
-            self.0 = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        if let Some(first) = bytes.first_chunk::<8>() {
+            self.0 = u64::from_le_bytes(*first);
         }
     }
 
@@ -74,7 +74,10 @@ impl HotKeys {
         can_refresh: bool,
         now: SystemTime,
     ) -> bool {
-        let mut shard = self.shards[hash[15] as usize % SHARDS].lock();
+        let Some(shard) = self.shards.get(usize::from(hash[15]) % SHARDS) else {
+            return false;
+        };
+        let mut shard = shard.lock();
         if shard.len() > SWEEP_ABOVE {
             shard.retain(|_, h| {
                 now.duration_since(h.lifetime)

@@ -181,8 +181,12 @@ pub fn record(metrics: &Metrics, cache: &ArcSwapOption<Counters>, req: &RequestH
         .canonical
         .as_ref()
         .map_or(unrouted, |c| c.route.min(unrouted));
-    if let Some(r) = counters.requests.get(row) {
-        r[status_index(status)].inc();
+    if let Some(c) = counters
+        .requests
+        .get(row)
+        .and_then(|r| r.get(status_index(status)))
+    {
+        c.inc();
     }
     let served = ctx.served.as_ref();
     if status.from_cache() {

@@ -57,7 +57,7 @@ impl RentCache {
         if matches!(ctx.lookup, Lookup::NotYet) {
             ctx.lookup = match self
                 .storage
-                .find_usable(&c.hash, Some(&c.key), SystemTime::now(), false)
+                .find_usable(&c.hash, Some(&c.key), SystemTime::now())
                 .await
             {
                 Some((entry, tier)) => Lookup::Found(entry, tier),
@@ -143,7 +143,7 @@ impl RentCache {
     async fn usable_copy(&self, ctx: &Ctx) -> Option<(Arc<Entry>, &'static str)> {
         let c = ctx.canonical.as_ref()?;
         self.storage
-            .find_usable(&c.hash, Some(&c.key), SystemTime::now(), false)
+            .find_usable(&c.hash, Some(&c.key), SystemTime::now())
             .await
     }
 

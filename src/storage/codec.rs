@@ -159,41 +159,38 @@ pub fn peek_times(prefix: &[u8], key: &str) -> Option<EntryTimes> {
 
 /// Decodes a whole value; `hash` is the entry's key hash (not stored: it is the Redis key).
 pub fn decode(value: Bytes, hash: pingora::cache::key::HashBinary) -> Result<Entry, DecodeError> {
-    let mut at = 0usize;
-    let take = |at: &mut usize, n: usize| -> Result<std::ops::Range<usize>, DecodeError> {
-        let end = at.checked_add(n).ok_or(DecodeError::Truncated)?;
-        if end > value.len() {
-            return Err(DecodeError::Truncated);
-        }
-        let r = *at..end;
-        *at = end;
-        Ok(r)
-    };
-    if value.len() < 4 || &value[..4] != MAGIC {
-        return Err(DecodeError::Foreign);
-    }
-    at += 4;
-    let mut parts = Vec::with_capacity(3);
-    for _ in 0..3 {
-        let len = u32::from_be_bytes(value[take(&mut at, 4)?].try_into().expect("4 bytes"));
-        parts.push(take(&mut at, len as usize)?);
-    }
-    let body_len = u64::from_be_bytes(value[take(&mut at, 8)?].try_into().expect("8 bytes"));
-    if value.len() - at != body_len as usize {
+    let rest = value.strip_prefix(MAGIC).ok_or(DecodeError::Foreign)?;
+    let (key, rest) = length_prefixed(rest)?;
+    let (times, rest) = length_prefixed(rest)?;
+    let (header, rest) = length_prefixed(rest)?;
+    let (body_len, body) = rest
+        .split_first_chunk::<8>()
+        .ok_or(DecodeError::Truncated)?;
+    if u64::try_from(body.len()).ok() != Some(u64::from_be_bytes(*body_len)) {
         return Err(DecodeError::Truncated);
     }
-    let key = std::str::from_utf8(&value[parts[0].clone()])
+    let key = std::str::from_utf8(key)
         .map_err(|_| DecodeError::Foreign)?
         .to_string();
-    let times = decode_times(&value[parts[1].clone()])?;
-    let header = decode_header(&value[parts[2].clone()])?;
-    let body = if body_len == 0 {
+    let times = decode_times(times)?;
+    let header = decode_header(header)?;
+    let body = if body.is_empty() {
         Vec::new()
     } else {
         // A view into the value read from Redis: no copy.
-        vec![value.slice(at..)]
+        vec![value.slice(value.len() - body.len()..)]
     };
     Ok(Entry::new(key, hash, times, header, body))
+}
+
+/// A `u32` length and that many bytes, and what follows them.
+fn length_prefixed(b: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
+    let (len, rest) = b.split_first_chunk::<4>().ok_or(DecodeError::Truncated)?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| DecodeError::Truncated)?;
+    if rest.len() < len {
+        return Err(DecodeError::Truncated);
+    }
+    Ok(rest.split_at(len))
 }
 
 #[cfg(test)]

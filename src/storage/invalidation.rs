@@ -62,7 +62,8 @@ pub fn parse(payload: &[u8]) -> Result<Invalidation, String> {
 /// The start of a message, for a log line (a message may be any size and any bytes).
 pub fn excerpt(payload: &[u8]) -> String {
     const SHOWN: usize = 80;
-    let head = String::from_utf8_lossy(&payload[..payload.len().min(SHOWN)]).into_owned();
+    let shown = payload.get(..SHOWN).unwrap_or(payload);
+    let head = String::from_utf8_lossy(shown).into_owned();
     let head: String = head.escape_debug().collect();
     if payload.len() > SHOWN {
         format!("\"{head}\"... ({} bytes)", payload.len())

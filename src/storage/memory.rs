@@ -58,7 +58,8 @@ fn weight_kib(entry: &Entry) -> u16 {
 
 /// The first 8 bytes of the 128-bit key hash; collisions are told apart by the full hash.
 fn short(hash: &HashBinary) -> u64 {
-    u64::from_le_bytes(hash[..8].try_into().expect("16-byte hash"))
+    let (first, _) = hash.split_first_chunk::<8>().unwrap_or((&[0; 8], &[]));
+    u64::from_le_bytes(*first)
 }
 
 impl MemoryTier {

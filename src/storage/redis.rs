@@ -224,12 +224,14 @@ impl RedisTier {
 
     /// `{prefix}{<hash>}` and then `suffix`, in one allocation: every Redis hit makes one.
     fn key(&self, hash: &HashBinary, suffix: &str) -> String {
-        let mut hex = [0u8; 32];
-        hex::encode_to_slice(hash, &mut hex).expect("32 hex digits for 16 bytes");
         let mut key = String::with_capacity(self.cfg.prefix.len() + 34 + suffix.len());
         key.push_str(&self.cfg.prefix);
         key.push('{');
-        key.push_str(std::str::from_utf8(&hex).expect("hex is ASCII"));
+        for b in hash {
+            for nibble in [b >> 4, b & 15] {
+                key.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+            }
+        }
         key.push('}');
         key.push_str(suffix);
         key

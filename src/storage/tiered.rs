@@ -194,10 +194,8 @@ impl TieredStorage {
         hash: &HashBinary,
         wanted: Option<&str>,
         now: SystemTime,
-        memory_only: bool,
     ) -> Option<(Arc<Entry>, &'static str)> {
-        let asked = if memory_only { 1 } else { self.tiers.len() };
-        for (i, tier) in self.tiers[..asked].iter().enumerate() {
+        for (i, tier) in self.tiers.iter().enumerate() {
             // Memory answers synchronously: no boxed future on the hottest path.
             let got = if i == 0 {
                 Ok(self.memory.peek(hash))
@@ -217,7 +215,8 @@ impl TieredStorage {
                     // Memory held no usable copy (it was asked first), so an entry it cannot
                     // keep needs no write there, not even the removal a refused put makes.
                     if i > 0 && self.memory.admits(entry.size()) {
-                        self.put_all(entry.clone(), &self.tiers[..i]).await;
+                        let faster = self.tiers.get(..i).unwrap_or_default();
+                        self.put_all(entry.clone(), faster).await;
                     }
                     return Some((entry, tier.name()));
                 }
@@ -253,7 +252,7 @@ impl TieredStorage {
         };
         let entry = Arc::new(self.compact(entry));
         let tiers = if info.shared_copy {
-            &self.tiers[..1]
+            self.tiers.get(..1).unwrap_or_default()
         } else {
             &self.tiers[..]
         };

@@ -51,8 +51,8 @@ impl Origin {
         }
         let key = (host.to_string(), port);
         if let Some((at, addrs)) = self.resolved.lock().get(&key) {
-            if at.elapsed() < DNS_REUSE && !addrs.is_empty() {
-                return Ok(addrs[0]);
+            if let Some(a) = addrs.first().filter(|_| at.elapsed() < DNS_REUSE) {
+                return Ok(*a);
             }
         }
         match tokio::net::lookup_host((host, port)).await {
