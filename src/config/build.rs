@@ -8,9 +8,9 @@ use super::file::{FileConfig, Mode, RouteFile};
 use super::load::Problems;
 use super::locate::KeyPath;
 use super::{
-    Admin, Budget, Config, Cors, Dependency, KeyRules, Memory, ParamFilter, ParamPattern,
-    PathMatch, Redis, RedisNodes, RefreshAhead, Route, RouteMatch, Server, Upstream, Warm,
-    WarmList,
+    Admin, Budget, Cdn, Config, Cors, Dependency, KeyRules, Memory, ParamFilter, ParamPattern,
+    PathMatch, Redis, RedisNodes, RefreshAhead, Route, RouteMatch, Server, SurrogateKeys, Upstream,
+    Warm, WarmList,
 };
 
 /// TinyUFO weighs entries in u16 units; with KiB units one object can be at most 64 MiB.
@@ -68,6 +68,7 @@ pub fn build(f: &FileConfig, source: &str, routes_reported: bool, p: &mut Proble
         memory: memory(f, &root.key("memory"), p),
         redis: f.redis.as_ref().map(|r| redis(r, &root.key("redis"), p)),
         cors: cors(f, &root.key("cors"), p),
+        cdn: cdn(f, &root.key("cdn"), p),
         key: key_rules(f, &root.key("key"), p),
         dependencies: dependencies(f, &root.key("dependencies"), p),
         warm: warm(f, &root.key("warm"), p),
@@ -163,6 +164,7 @@ fn upstream(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Upstream {
         token_name: u.token_name.to_ascii_lowercase(),
         max_concurrent: u.max_concurrent,
         adaptive_concurrency: u.adaptive_concurrency,
+        drop_headers: header_names(&u.drop_headers, &path.key("drop_headers"), p),
         fill_wait: u.fill_wait.map(|d| d.0).unwrap_or_else(|| {
             u.connect_timeout
                 .0
@@ -466,6 +468,7 @@ fn cors(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Cors {
         allowed_origins: Vec::new(),
         any_origin: false,
         max_age: f.cors.max_age.0,
+        timing_allow_origin: f.cors.timing_allow_origin,
     };
     for (i, origin) in f.cors.allowed_origins.iter().enumerate() {
         if origin == "*" {
@@ -491,6 +494,72 @@ fn cors(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Cors {
         }
     }
     out
+}
+
+/// Header names from the file, each checked.
+fn header_names(names: &[String], path: &KeyPath, p: &mut Problems) -> Vec<http::HeaderName> {
+    names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| match http::HeaderName::from_bytes(n.as_bytes()) {
+            Ok(h) => Some(h),
+            Err(_) => {
+                p.push((path.index(i), format!("`{n}` is not a header name")));
+                None
+            }
+        })
+        .collect()
+}
+
+fn cdn(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Cdn {
+    let c = &f.cdn;
+    let targeted_field = c.targeted_field.as_ref().and_then(|n| {
+        let name = http::HeaderName::from_bytes(n.as_bytes()).ok();
+        if name.is_none() {
+            p.push((
+                path.key("targeted_field"),
+                format!("`{n}` is not a header name"),
+            ));
+        }
+        name
+    });
+    let k = &c.surrogate_keys;
+    let kpath = path.key("surrogate_keys");
+    let surrogate_keys = if k.header.is_empty() {
+        None
+    } else {
+        match http::HeaderName::from_bytes(k.header.as_bytes()) {
+            Ok(header) => Some(SurrogateKeys {
+                header,
+                separator: k.separator.clone(),
+                max_bytes: usize::try_from(k.max_bytes.0).unwrap_or(usize::MAX),
+            }),
+            Err(_) => {
+                p.push((
+                    kpath.key("header"),
+                    format!("`{}` is not a header name", k.header),
+                ));
+                None
+            }
+        }
+    };
+    if !matches!(k.separator.as_str(), " " | "," | ", ") {
+        p.push((
+            kpath.key("separator"),
+            "must be \" \" (Fastly's Surrogate-Key) or \",\" (Cloudflare's Cache-Tag)".into(),
+        ));
+    }
+    if k.max_bytes.0 < 256 || k.max_bytes.0 > 64 * 1024 {
+        p.push((
+            kpath.key("max_bytes"),
+            "must be within 256 B and 64 KiB".into(),
+        ));
+    }
+    Cdn {
+        cache_control: c.cache_control,
+        targeted_field,
+        surrogate_keys,
+    }
 }
 
 fn param_pattern(text: &str, at: KeyPath, p: &mut Problems) -> ParamPattern {

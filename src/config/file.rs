@@ -16,6 +16,7 @@ pub struct FileConfig {
     pub upstream: UpstreamFile,
     pub memory: MemoryFile,
     pub cors: CorsFile,
+    pub cdn: CdnFile,
     pub key: KeyFile,
     /// Absent: memory tier only.
     pub redis: Option<RedisFile>,
@@ -72,6 +73,7 @@ pub struct UpstreamFile {
     pub token_name: String,
     pub max_concurrent: usize,
     pub adaptive_concurrency: bool,
+    pub drop_headers: Vec<String>,
     pub fill_wait: Option<Dur>,
     pub failure_memo: Dur,
     pub budget: BudgetFile,
@@ -150,6 +152,7 @@ impl Default for UpstreamFile {
             token_name: "token".into(),
             max_concurrent: 256,
             adaptive_concurrency: true,
+            drop_headers: vec!["server".into(), "x-powered-by".into()],
             fill_wait: None,
             failure_memo: Dur::secs(2),
             budget: BudgetFile::default(),
@@ -220,6 +223,47 @@ impl Default for RedisFile {
 pub struct CorsFile {
     pub allowed_origins: Vec<String>,
     pub max_age: Dur,
+    pub timing_allow_origin: bool,
+}
+
+/// What rentcache tells CDNs in front of it.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct CdnFile {
+    /// `CDN-Cache-Control` (RFC 9213) on forced routes.
+    pub cache_control: bool,
+    /// A CDN's own targeted field with the same value (`Cloudflare-CDN-Cache-Control`...).
+    pub targeted_field: Option<String>,
+    pub surrogate_keys: SurrogateKeysFile,
+}
+
+impl Default for CdnFile {
+    fn default() -> Self {
+        CdnFile {
+            cache_control: true,
+            targeted_field: None,
+            surrogate_keys: SurrogateKeysFile::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct SurrogateKeysFile {
+    /// Empty: no header.
+    pub header: String,
+    pub separator: String,
+    pub max_bytes: Size,
+}
+
+impl Default for SurrogateKeysFile {
+    fn default() -> Self {
+        SurrogateKeysFile {
+            header: "Surrogate-Key".into(),
+            separator: " ".into(),
+            max_bytes: Size(16 * 1024),
+        }
+    }
 }
 
 impl Default for CorsFile {
@@ -227,6 +271,7 @@ impl Default for CorsFile {
         CorsFile {
             allowed_origins: Vec::new(),
             max_age: Dur::secs(3600),
+            timing_allow_origin: true,
         }
     }
 }

@@ -100,7 +100,7 @@ fn caught(
 }
 
 const SECTIONS: &str =
-    "server, admin, upstream, memory, redis, cors, key, refresh_ahead, dependencies, warm, routes";
+    "server, admin, upstream, memory, redis, cors, cdn, key, refresh_ahead, dependencies, warm, routes";
 
 /// Parses and validates config text; `source` names it in messages.
 pub fn parse_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
@@ -153,6 +153,7 @@ pub fn parse_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                         set(&mut file.refresh_ahead, section(&v, &path, &mut problems))
                     }
                     "cors" => set(&mut file.cors, section(&v, &path, &mut problems)),
+                    "cdn" => set(&mut file.cdn, section(&v, &path, &mut problems)),
                     "key" => set(&mut file.key, section(&v, &path, &mut problems)),
                     "routes" => {
                         let before = problems.len();

@@ -29,6 +29,7 @@ pub struct Config {
     /// The shared tier; `None` means memory only.
     pub redis: Option<Redis>,
     pub cors: Cors,
+    pub cdn: Cdn,
     pub key: KeyRules,
     pub refresh_ahead: RefreshAhead,
     pub dependencies: Vec<Dependency>,
@@ -155,6 +156,8 @@ pub struct Upstream {
     /// failures; without, the limit itself.
     pub max_concurrent: usize,
     pub adaptive_concurrency: bool,
+    /// Upstream response headers never passed on nor stored (`server`, `x-powered-by`).
+    pub drop_headers: Vec<http::HeaderName>,
     /// How long a request waits for another request filling the same key.
     pub fill_wait: Duration,
     /// After a failed fetch, requests for that key within this long share the failure
@@ -210,6 +213,25 @@ pub struct Cors {
     /// `*` was listed: any origin is allowed.
     pub any_origin: bool,
     pub max_age: Duration,
+    /// `Timing-Allow-Origin` with the allowed origins, so that sites can measure what the
+    /// browser cache saved them (the Performance API hides it otherwise).
+    pub timing_allow_origin: bool,
+}
+
+/// What rentcache tells CDNs in front of it.
+#[derive(Debug, Clone)]
+pub struct Cdn {
+    pub cache_control: bool,
+    pub targeted_field: Option<http::HeaderName>,
+    /// The header carrying an answer's tags, with its separator and its largest size.
+    pub surrogate_keys: Option<SurrogateKeys>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SurrogateKeys {
+    pub header: http::HeaderName,
+    pub separator: String,
+    pub max_bytes: usize,
 }
 
 /// A query parameter name, exact or with a trailing `*` (`utm_*`).

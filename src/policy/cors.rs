@@ -72,6 +72,7 @@ mod tests {
             allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
             any_origin: any,
             max_age: Duration::from_secs(600),
+            timing_allow_origin: true,
         }
     }
 

@@ -79,6 +79,39 @@ pub fn cache_control(route: &Route, fresh_left: Duration, age: Duration) -> Stri
     s
 }
 
+/// `CDN-Cache-Control` (RFC 9213) for a response of a `forced` route: what `s-maxage` says, for
+/// CDNs alone (they read it before `Cache-Control`, browsers ignore it).
+pub fn cdn_cache_control(route: &Route, fresh_left: Duration, age: Duration) -> String {
+    let cdn = age + route.cdn_max_age.min(fresh_left);
+    let mut itoa = itoa::Buffer::new();
+    let mut s = String::with_capacity(80);
+    s.push_str("max-age=");
+    s.push_str(itoa.format(cdn.as_secs()));
+    s.push_str(", stale-while-revalidate=");
+    s.push_str(itoa.format(route.stale_while_revalidate.as_secs()));
+    s.push_str(", stale-if-error=");
+    s.push_str(itoa.format(route.stale_if_error.as_secs()));
+    s
+}
+
+/// An entry's tags as one surrogate-key header value, within `max_bytes` (tags that do not
+/// fit are left out: a CDN refuses an over-long header, and a purge by a missing tag only
+/// falls back to the URL and route purges).
+pub fn surrogate_keys(tags: &[String], separator: &str, max_bytes: usize) -> String {
+    let mut s = String::new();
+    for t in tags {
+        let extra = if s.is_empty() { 0 } else { separator.len() };
+        if s.len() + extra + t.len() > max_bytes {
+            break;
+        }
+        if !s.is_empty() {
+            s.push_str(separator);
+        }
+        s.push_str(t);
+    }
+    s
+}
+
 /// The RFC 9211 `Cache-Status` member for this cache.
 pub fn cache_status_field(
     status: CacheStatus,
@@ -149,6 +182,28 @@ mod tests {
         // Stale: nothing more for outer tiers.
         let cc = cache_control(r, Duration::ZERO, Duration::from_secs(700));
         assert!(cc.starts_with("public, max-age=700, s-maxage=700,"), "{cc}");
+        // CDN-Cache-Control says what s-maxage says.
+        assert_eq!(
+            cdn_cache_control(r, Duration::from_secs(120), Duration::from_secs(480)),
+            "max-age=600, stale-while-revalidate=600, stale-if-error=86400"
+        );
+    }
+
+    #[test]
+    fn surrogate_keys_stay_within_their_bound() {
+        let tags: Vec<String> = ["route:list", "property:1", "property:22"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            surrogate_keys(&tags, " ", 1000),
+            "route:list property:1 property:22"
+        );
+        assert_eq!(
+            surrogate_keys(&tags, ",", 1000),
+            "route:list,property:1,property:22"
+        );
+        assert_eq!(surrogate_keys(&tags, " ", 22), "route:list property:1");
+        assert_eq!(surrogate_keys(&tags, " ", 5), "");
     }
 
     #[test]

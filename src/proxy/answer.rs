@@ -135,7 +135,7 @@ pub(crate) fn compose(req: &RequestHeader, ctx: &Ctx, found: Found, now: SystemT
     if let Some(c) = &clock {
         let _ = header.insert_header(http::header::AGE, c.age.as_secs());
     }
-    outcome::decorate_with(&mut header, req, ctx, clock, now);
+    outcome::decorate_with(&mut header, req, ctx, clock, &entry.tags, now);
     let not_modified = not_modified_filter(req, &header);
     if not_modified {
         to_304(&mut header);
@@ -162,7 +162,7 @@ pub(crate) fn compose(req: &RequestHeader, ctx: &Ctx, found: Found, now: SystemT
 /// An answer rentcache writes itself (a JSON error, an origin's error page passed on).
 pub(crate) fn plain(req: &RequestHeader, ctx: &Ctx, header: ResponseHeader, body: Bytes) -> Answer {
     let mut header = header;
-    outcome::decorate_with(&mut header, req, ctx, None, SystemTime::now());
+    outcome::decorate_with(&mut header, req, ctx, None, &[], SystemTime::now());
     let head = req.method == http::Method::HEAD;
     Answer {
         header,

@@ -62,7 +62,7 @@ pub async fn copy_of(memory: &MemoryTier, plain: &Arc<Entry>, level: u32) -> Arc
             plain.body.clone(),
         ),
     };
-    let copy = Arc::new(copy.derived());
+    let copy = Arc::new(copy.derived().with_tags(plain.tags.clone()));
     // Too large for memory: served this once, made again next time (as pingora would).
     let _ = memory.put(copy.clone()).await;
     copy

@@ -429,6 +429,10 @@ impl ProxyHttp for RentCache {
         if resp.status.is_informational() {
             return Ok(());
         }
+        // Pingora frames the answer itself: only the fields it does not manage go.
+        for name in &ctx.config.upstream.drop_headers {
+            resp.remove_header(name);
+        }
         let mut served = Served::new(CacheStatus::Bypass);
         served.upstream_status = Some(resp.status.as_u16());
         ctx.served = Some(served);
@@ -567,14 +571,12 @@ fn cors_headers(session: &Session, ctx: &Ctx) -> Vec<(&'static str, String)> {
         .headers
         .get(http::header::ORIGIN)
         .and_then(|v| v.to_str().ok());
-    match cors::allow_origin(&ctx.config.cors, origin) {
-        Some(o) => {
-            let mut h = vec![("access-control-allow-origin", o.clone())];
-            if o != "*" {
-                h.push(("vary", "Origin".into()));
-            }
-            h
-        }
-        None => Vec::new(),
+    let mut h = Vec::new();
+    if let Some(o) = cors::allow_origin(&ctx.config.cors, origin) {
+        h.push(("access-control-allow-origin", o));
     }
+    if !ctx.config.cors.allowed_origins.is_empty() && !ctx.config.cors.any_origin {
+        h.push(("vary", "Origin".into()));
+    }
+    h
 }

@@ -20,6 +20,8 @@ use crate::policy::outer::{self, CacheStatus};
 
 static X_CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache-status");
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+static CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+static TIMING_ALLOW_ORIGIN: HeaderName = HeaderName::from_static("timing-allow-origin");
 
 fn status_index(s: CacheStatus) -> usize {
     CacheStatus::ALL.iter().position(|x| *x == s).unwrap_or(0)
@@ -45,16 +47,24 @@ pub struct EntryClock {
 
 /// Adds the cache's headers to an answer pingora forwards (a pass-through).
 pub fn decorate(resp: &mut ResponseHeader, session: &Session, ctx: &Ctx) {
-    decorate_with(resp, session.req_header(), ctx, None, SystemTime::now());
+    decorate_with(
+        resp,
+        session.req_header(),
+        ctx,
+        None,
+        &[],
+        SystemTime::now(),
+    );
 }
 
-/// Adds the cache's headers to an answer, from what `ctx.served` says the cache did and the
-/// entry's clock (none for an answer no tier holds), as of `now`.
+/// Adds the cache's headers to an answer, from what `ctx.served` says the cache did, the
+/// entry's clock (none for an answer no tier holds) and its tags, as of `now`.
 pub fn decorate_with(
     resp: &mut ResponseHeader,
     req: &RequestHeader,
     ctx: &Ctx,
     clock: Option<EntryClock>,
+    tags: &[String],
     now: SystemTime,
 ) {
     let status = ctx.cache_status();
@@ -88,6 +98,7 @@ pub fn decorate_with(
             let value = match clock {
                 Some(c) if cacheable => {
                     let fresh_left = c.fresh_until.duration_since(now).unwrap_or_default();
+                    add_cdn_cache_control(resp, ctx, route, fresh_left, c.age);
                     text_value(outer::cache_control(route, fresh_left, c.age))
                 }
                 _ => Some(HeaderValue::from_static("no-store")),
@@ -105,29 +116,83 @@ pub fn decorate_with(
             let _ = resp.insert_header(http::header::WARNING, v);
         }
     }
+    if let (Some(k), false) = (&ctx.config.cdn.surrogate_keys, tags.is_empty()) {
+        let value = outer::surrogate_keys(tags, &k.separator, k.max_bytes);
+        if let (false, Some(v)) = (value.is_empty(), text_value(value)) {
+            let _ = resp.insert_header(k.header.clone(), v);
+        }
+    }
     add_cors(resp, req, ctx);
 }
 
+/// `CDN-Cache-Control` and the operator's targeted field, with the lifetime `s-maxage` gives.
+fn add_cdn_cache_control(
+    resp: &mut ResponseHeader,
+    ctx: &Ctx,
+    route: &crate::config::Route,
+    fresh_left: std::time::Duration,
+    age: std::time::Duration,
+) {
+    let cdn = &ctx.config.cdn;
+    if !cdn.cache_control && cdn.targeted_field.is_none() {
+        return;
+    }
+    let Some(v) = text_value(outer::cdn_cache_control(route, fresh_left, age)) else {
+        return;
+    };
+    if let Some(name) = &cdn.targeted_field {
+        let _ = resp.insert_header(name.clone(), v.clone());
+    }
+    if cdn.cache_control {
+        let _ = resp.insert_header(CDN_CACHE_CONTROL.clone(), v);
+    }
+}
+
 /// CORS headers for an allowed `Origin` (on every response, errors included, so that
-/// scripts can read them).
+/// scripts can read them). With a list of origins, every answer varies on `Origin`, whether
+/// or not this request sent one: a browser or CDN that keeps an answer made without CORS
+/// headers (for an `<img>`) must not hand it to a script's request, nor the reverse.
 pub fn add_cors(resp: &mut ResponseHeader, req: &RequestHeader, ctx: &Ctx) {
-    if ctx.config.cors.allowed_origins.is_empty() && !ctx.config.cors.any_origin {
+    let cors = &ctx.config.cors;
+    if cors.allowed_origins.is_empty() && !cors.any_origin {
         return;
     }
     let origin = req
         .headers
         .get(http::header::ORIGIN)
         .and_then(|v| v.to_str().ok());
-    if let Some(allowed) = cors::allow_origin(&ctx.config.cors, origin) {
-        let star = allowed == "*";
+    if let Some(allowed) = cors::allow_origin(cors, origin) {
         let _ = resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
         let _ = resp.insert_header(
             http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
             cors::EXPOSE_HEADERS,
         );
-        if !star {
-            let _ = resp.append_header(http::header::VARY, "Origin");
+    }
+    if !cors.any_origin {
+        vary_on(resp, "Origin");
+    }
+    if cors.timing_allow_origin {
+        let tao = if cors.any_origin {
+            Some(HeaderValue::from_static("*"))
+        } else {
+            text_value(cors.allowed_origins.join(", "))
+        };
+        if let Some(v) = tao {
+            let _ = resp.insert_header(TIMING_ALLOW_ORIGIN.clone(), v);
         }
+    }
+}
+
+/// Adds `name` to `Vary` unless it is there already.
+pub fn vary_on(resp: &mut ResponseHeader, name: &str) {
+    let present = resp.headers.get_all(http::header::VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(name) || t.trim() == "*")
+        })
+    });
+    if !present {
+        let _ = resp.append_header(http::header::VARY, name.to_string());
     }
 }
 

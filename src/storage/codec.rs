@@ -2,8 +2,8 @@
 //! truncated or foreign value is recognised and read as a miss, never as content.
 //!
 //! ```text
-//! "RCE2" | u32 key len | key | u32 times len | times | u32 header len | header
-//!        | u64 body len | body            (all integers big-endian)
+//! "RCE3" | u32 key len | key | u32 times len | times | u32 header len | header
+//!        | u32 tags len | tags (joined by '\n') | u64 body len | body   (integers big-endian)
 //! times:  u64 fresh_until | u64 created | u64 updated (µs since the epoch) | u32 swr | u32 sie
 //! header: u16 status, then per field: u16 name len | name | u32 value len | value
 //! ```
@@ -19,7 +19,7 @@ use pingora::http::ResponseHeader;
 
 use super::{Entry, EntryTimes};
 
-const MAGIC: &[u8; 4] = b"RCE2";
+const MAGIC: &[u8; 4] = b"RCE3";
 const TIMES_LEN: usize = 3 * 8 + 2 * 4;
 /// Room for the headers each response adds on the way out (see `validators::without_case`).
 const ADDED_HEADERS: usize = 8;
@@ -127,9 +127,11 @@ pub fn encode_head(entry: &Entry) -> Vec<u8> {
     let mut times = Vec::with_capacity(TIMES_LEN);
     encode_times(&entry.times, &mut times);
     let header = encode_header(&entry.header);
-    let mut out = Vec::with_capacity(4 + 12 + 8 + entry.key.len() + TIMES_LEN + header.len());
+    let tags = entry.tags.join("\n");
+    let mut out =
+        Vec::with_capacity(4 + 16 + 8 + entry.key.len() + TIMES_LEN + header.len() + tags.len());
     out.put_slice(MAGIC);
-    for part in [entry.key.as_bytes(), &times, &header] {
+    for part in [entry.key.as_bytes(), &times, &header, tags.as_bytes()] {
         out.put_u32(part.len() as u32);
         out.put_slice(part);
     }
@@ -163,6 +165,7 @@ pub fn decode(value: Bytes, hash: pingora::cache::key::HashBinary) -> Result<Ent
     let (key, rest) = length_prefixed(rest)?;
     let (times, rest) = length_prefixed(rest)?;
     let (header, rest) = length_prefixed(rest)?;
+    let (tags, rest) = length_prefixed(rest)?;
     let (body_len, body) = rest
         .split_first_chunk::<8>()
         .ok_or(DecodeError::Truncated)?;
@@ -174,13 +177,19 @@ pub fn decode(value: Bytes, hash: pingora::cache::key::HashBinary) -> Result<Ent
         .to_string();
     let times = decode_times(times)?;
     let header = decode_header(header)?;
+    let tags = std::str::from_utf8(tags)
+        .map_err(|_| DecodeError::BadMeta("tags".into()))?
+        .split('\n')
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
     let body = if body.is_empty() {
         Vec::new()
     } else {
         // A view into the value read from Redis: no copy.
         vec![value.slice(value.len() - body.len()..)]
     };
-    Ok(Entry::new(key, hash, times, header, body))
+    Ok(Entry::new(key, hash, times, header, body).with_tags(tags))
 }
 
 /// A `u32` length and that many bytes, and what follows them.
@@ -250,6 +259,11 @@ mod tests {
         assert_eq!(d.body.concat(), b"[1,2,3]");
         assert_eq!(d.header.status, 200);
         assert_eq!(d.header.headers["etag"], "\"x\"");
+        assert!(d.tags.is_empty());
+        let tagged = entry().with_tags(vec!["route:a".into(), "property:7".into()]);
+        let d = decode(value(&tagged), tagged.hash).unwrap();
+        assert_eq!(d.tags, ["route:a", "property:7"]);
+        assert_eq!(d.body.concat(), b"[1,2,3]");
         let _ = SystemTime::now();
     }
 
@@ -271,8 +285,8 @@ mod tests {
             decode(Bytes::from_static(b"hello world, not ours"), e.hash).unwrap_err(),
             DecodeError::Foreign
         );
-        let mut bad_meta = b"RCE2".to_vec();
-        for part in [&b"k"[..], b"garbage", b"garbage"] {
+        let mut bad_meta = b"RCE3".to_vec();
+        for part in [&b"k"[..], b"garbage", b"garbage", b""] {
             bad_meta.extend_from_slice(&(part.len() as u32).to_be_bytes());
             bad_meta.extend_from_slice(part);
         }

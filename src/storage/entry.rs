@@ -79,6 +79,9 @@ pub struct Entry {
     pub derived: bool,
     /// The last head the proxy sent this entry with (see `RenderedHead`).
     pub rendered: arc_swap::ArcSwapOption<RenderedHead>,
+    /// What purges select it by (`route:NAME`, `property:N`): also what outer caches are
+    /// told, as surrogate keys.
+    pub tags: Vec<String>,
 }
 
 impl Entry {
@@ -105,7 +108,14 @@ impl Entry {
             body_len,
             derived: false,
             rendered: Default::default(),
+            tags: Vec::new(),
         }
+    }
+
+    /// This entry with its tags.
+    pub fn with_tags(mut self, tags: Vec<String>) -> Entry {
+        self.tags = tags;
+        self
     }
 
     /// This entry, marked as made from another one.
@@ -142,6 +152,7 @@ impl Entry {
             body_len: self.body_len,
             derived: self.derived,
             rendered: Default::default(),
+            tags: self.tags.clone(),
         }
     }
 

@@ -250,7 +250,7 @@ impl TieredStorage {
             true => self.first(&entry.hash).await,
             false => None,
         };
-        let entry = Arc::new(self.compact(entry));
+        let entry = Arc::new(self.compact(entry).with_tags(entry_tags.clone()));
         let tiers = if info.shared_copy {
             self.tiers.get(..1).unwrap_or_default()
         } else {

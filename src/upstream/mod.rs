@@ -241,6 +241,8 @@ impl Upstream {
                 break h.clone();
             }
         };
+        let mut header = header;
+        clean_response(r.config, &mut header);
         let cap = body_cap(r.config);
         let mut body: Vec<Bytes> = Vec::new();
         let mut len = 0usize;
@@ -353,6 +355,37 @@ impl Upstream {
         if let (TokenIn::Header, Some(token)) = (up.token_in, &self.token) {
             let _ = req.insert_header(up.token_name.clone(), token.expose());
         }
+    }
+}
+
+/// Removes from an upstream answer what describes only its hop (RFC 9110 7.6.1: the fields
+/// `Connection` names, and the hop-by-hop ones) and what the operator drops (`Server`,
+/// `X-Powered-By`): none of it is stored or passed on.
+pub fn clean_response(config: &Config, header: &mut ResponseHeader) {
+    let named: Vec<String> = header
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty() && !matches!(t.as_str(), "close" | "keep-alive"))
+        .collect();
+    for name in named {
+        header.remove_header(name.as_str());
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
+        header.remove_header(name);
+    }
+    for name in &config.upstream.drop_headers {
+        header.remove_header(name);
     }
 }
 
