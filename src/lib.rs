@@ -13,6 +13,7 @@
 )]
 
 pub mod admin;
+pub mod cdn;
 pub mod cli;
 pub mod config;
 pub mod glob;

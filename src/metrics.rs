@@ -27,6 +27,11 @@ pub struct Metrics {
     /// The adaptive limit on upstream calls in flight, and the calls in flight under it.
     pub upstream_limit: IntGauge,
     pub upstream_in_flight: IntGauge,
+    /// Calls to CDN purge APIs by provider and result (`ok`, `failed`, `dropped`), retries,
+    /// and the purges waiting to be sent.
+    pub cdn_purges: IntCounterVec,
+    pub cdn_purge_retries: IntCounterVec,
+    pub cdn_purge_queue: IntGauge,
     /// Requests that waited for another request's fill instead of fetching.
     pub coalesced: IntCounter,
     /// Stale answers, by reason (updating, or the upstream failure).
@@ -158,6 +163,23 @@ impl Metrics {
                 &r,
                 "rentcache_upstream_in_flight",
                 "Upstream calls in flight under the concurrency limit.",
+            ),
+            cdn_purges: counter_vec(
+                &r,
+                "rentcache_cdn_purges_total",
+                "Calls to CDN purge APIs, by provider and result (ok, failed, dropped).",
+                &["provider", "result"],
+            ),
+            cdn_purge_retries: counter_vec(
+                &r,
+                "rentcache_cdn_purge_retries_total",
+                "CDN purge calls retried after a failure, by provider.",
+                &["provider"],
+            ),
+            cdn_purge_queue: gauge(
+                &r,
+                "rentcache_cdn_purge_queue",
+                "Purges waiting to be sent to CDNs.",
             ),
             coalesced,
             stale_served: counter_vec(

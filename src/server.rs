@@ -84,6 +84,13 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
         metrics.clone(),
     ));
     let fills = Fills::new(upstream, storage, metrics.clone());
+    let cdn =
+        crate::cdn::purger(&shared.load().cdn.purge, metrics.clone()).map(|(queue, service)| {
+            storage.purge_outer_caches_with(queue);
+            let stats = service.stats();
+            server.add_service(background_service("cdn purger", service));
+            stats
+        });
 
     let proxy = RentCache::new(Parts {
         config: shared.clone(),
@@ -126,6 +133,7 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
         throttle,
         warmer,
         reloader,
+        cdn,
     });
     server.add_service(admin.service(&admin_listen));
     info!("admin listening on http://{admin_listen}");

@@ -72,9 +72,13 @@ fn assert_outer_headers(r: &Resp, what: &str) {
         .header("cache-tag")
         .unwrap_or_else(|| panic!("{what}: no Cache-Tag"));
     let tags: Vec<&str> = tags.split(',').collect();
-    assert_eq!(tags[0], "route:featured", "{what}: {tags:?}");
     assert!(
-        tags.len() > 1 && tags[1..].iter().all(|t| t.starts_with("property:")),
+        tags[0].starts_with("key:") && tags[0].len() == 20,
+        "{what}: {tags:?}"
+    );
+    assert_eq!(tags[1], "route:featured", "{what}: {tags:?}");
+    assert!(
+        tags.len() > 2 && tags[2..].iter().all(|t| t.starts_with("property:")),
         "{what}: {tags:?}"
     );
     assert!(
@@ -131,7 +135,10 @@ fn surrogate_keys_default_to_fastlys_header() {
     let p = Proxy::rentman(&sim, &[]);
     let r = p.get(FEATURED);
     let keys = r.header("surrogate-key").expect("Surrogate-Key");
-    assert!(keys.starts_with("route:featured property:"), "{keys}");
+    assert!(
+        keys.starts_with("key:") && keys.contains(" route:featured property:"),
+        "{keys}"
+    );
     assert!(!keys.contains(','), "{keys}");
     // Without a CORS list, nothing varies on Origin and no timing is allowed.
     assert!(r.header("timing-allow-origin").is_none());

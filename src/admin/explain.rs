@@ -83,6 +83,13 @@ pub async fn explain(h: &Handles, url: Option<&str>) -> Result<Value, ApiError> 
         });
     }
     let tags = h.storage.index.tags_of(&c.key, &hash).await;
+    // What outer caches are told of the entry, and who is purged along with it.
+    let mut surrogate = vec![crate::policy::tags::key_tag(&hash)];
+    surrogate.extend(tags.iter().cloned());
+    let cdn = json!({
+        "surrogate_keys": config.cdn.surrogate_keys.as_ref().map(|_| surrogate),
+        "purged_at": h.cdn.as_ref().map(|c| c.provider_names()).unwrap_or_default(),
+    });
     Ok(json!({
         "url": url,
         "route": route.name,
@@ -93,5 +100,6 @@ pub async fn explain(h: &Handles, url: Option<&str>) -> Result<Value, ApiError> 
         "why": why(route),
         "tiers": tiers,
         "tags": tags,
+        "cdn": cdn,
     }))
 }

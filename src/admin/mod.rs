@@ -54,6 +54,8 @@ pub struct Handles {
     pub warmer: Arc<Warmer>,
     /// Absent when the config was not read from a file (the demo).
     pub reloader: Option<Arc<Reloader>>,
+    /// Absent when no CDN is purged.
+    pub cdn: Option<Arc<crate::cdn::CdnStats>>,
 }
 
 pub struct Admin {

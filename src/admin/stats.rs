@@ -88,6 +88,7 @@ pub async fn stats(h: &Handles) -> Value {
             "requests_served": requests,
             "calls_saved": requests.saturating_sub(upstream_calls),
         },
+        "cdn_purges": h.cdn.as_ref().map(|c| c.snapshot()),
     })
 }
 

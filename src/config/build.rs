@@ -8,9 +8,9 @@ use super::file::{FileConfig, Mode, RouteFile};
 use super::load::Problems;
 use super::locate::KeyPath;
 use super::{
-    Admin, Budget, Cdn, Config, Cors, Dependency, KeyRules, Memory, ParamFilter, ParamPattern,
-    PathMatch, Redis, RedisNodes, RefreshAhead, Route, RouteMatch, Server, SurrogateKeys, Upstream,
-    Warm, WarmList,
+    Admin, ApiBase, Budget, Cdn, CdnPurge, Config, Cors, Dependency, KeyRules, Memory, ParamFilter,
+    ParamPattern, PathMatch, PurgeProvider, Redis, RedisNodes, RefreshAhead, Route, RouteMatch,
+    Server, SurrogateKeys, Upstream, Warm, WarmList,
 };
 
 /// TinyUFO weighs entries in u16 units; with KiB units one object can be at most 64 MiB.
@@ -559,6 +559,139 @@ fn cdn(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Cdn {
         cache_control: c.cache_control,
         targeted_field,
         surrogate_keys,
+        purge: cdn_purge(&c.purge, &path.key("purge"), p),
+    }
+}
+
+/// An API base URL (`https://api.fastly.com`), or a problem at `path`.
+fn api_base(url: &str, path: KeyPath, p: &mut Problems) -> Option<ApiBase> {
+    let uri = match url.parse::<http::Uri>() {
+        Ok(u) => u,
+        Err(e) => {
+            p.push((path, format!("`{url}` is not a URL: {e}")));
+            return None;
+        }
+    };
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => {
+            p.push((
+                path,
+                format!("`{url}` must start with https:// (or http://)"),
+            ));
+            return None;
+        }
+    };
+    let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
+        p.push((path, format!("`{url}` has no host")));
+        return None;
+    };
+    if uri.query().is_some() {
+        p.push((path, "must not carry a query string".into()));
+        return None;
+    }
+    Some(ApiBase {
+        tls,
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+        path: uri.path().trim_end_matches('/').to_string(),
+    })
+}
+
+fn env_name_ok(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn cdn_purge(f: &super::file::PurgeFile, path: &KeyPath, p: &mut Problems) -> CdnPurge {
+    let mut providers = Vec::new();
+    let env = |name: &str, at: KeyPath, p: &mut Problems| {
+        if !env_name_ok(name) {
+            p.push((at, "must be an environment variable name".into()));
+        }
+        name.to_string()
+    };
+    if let Some(x) = &f.fastly {
+        let at = path.key("fastly");
+        let token_env = env(&x.token_env, at.key("token_env"), p);
+        let id_ok =
+            !x.service_id.is_empty() && x.service_id.chars().all(|c| c.is_ascii_alphanumeric());
+        if !id_ok {
+            p.push((at.key("service_id"), "must be a Fastly service id".into()));
+        }
+        if let Some(api) = api_base(&x.api, at.key("api"), p) {
+            providers.push(PurgeProvider::Fastly {
+                api,
+                service_id: x.service_id.clone(),
+                token_env,
+                soft: x.soft,
+            });
+        }
+    }
+    if let Some(x) = &f.cloudflare {
+        let at = path.key("cloudflare");
+        let token_env = env(&x.token_env, at.key("token_env"), p);
+        let id_ok = !x.zone_id.is_empty() && x.zone_id.chars().all(|c| c.is_ascii_alphanumeric());
+        if !id_ok {
+            p.push((at.key("zone_id"), "must be a Cloudflare zone id".into()));
+        }
+        let by_urls = match (x.by, &x.public_url) {
+            (super::file::PurgeBy::Tags, _) => None,
+            (super::file::PurgeBy::Urls, Some(u)) => {
+                api_base(u, at.key("public_url"), p).map(|_| u.trim_end_matches('/').to_string())
+            }
+            (super::file::PurgeBy::Urls, None) => {
+                p.push((
+                    at.key("public_url"),
+                    "is needed to purge by URL: the address clients reach through Cloudflare"
+                        .into(),
+                ));
+                None
+            }
+        };
+        if let Some(api) = api_base(&x.api, at.key("api"), p) {
+            providers.push(PurgeProvider::Cloudflare {
+                api,
+                zone_id: x.zone_id.clone(),
+                token_env,
+                by_urls,
+            });
+        }
+    }
+    if let Some(x) = &f.webhook {
+        let at = path.key("webhook");
+        let token_env = x.token_env.as_ref().map(|t| env(t, at.key("token_env"), p));
+        if let Some(url) = api_base(&x.url, at.key("url"), p) {
+            providers.push(PurgeProvider::Webhook {
+                url,
+                token_env,
+                body: x.body.clone(),
+            });
+        }
+    }
+    if f.queue_size == 0 || f.queue_size > 1_000_000 {
+        p.push((
+            path.key("queue_size"),
+            "must be within 1 and 1000000".into(),
+        ));
+    }
+    at_most(
+        f.batch_delay.0,
+        Duration::from_secs(60),
+        path.key("batch_delay"),
+        p,
+    );
+    if f.retries > 20 {
+        p.push((path.key("retries"), "must be at most 20".into()));
+    }
+    CdnPurge {
+        providers,
+        queue_size: f.queue_size.clamp(1, 1_000_000),
+        batch_delay: f.batch_delay.0,
+        retries: f.retries.min(20),
     }
 }
 

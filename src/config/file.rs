@@ -235,6 +235,7 @@ pub struct CdnFile {
     /// A CDN's own targeted field with the same value (`Cloudflare-CDN-Cache-Control`...).
     pub targeted_field: Option<String>,
     pub surrogate_keys: SurrogateKeysFile,
+    pub purge: PurgeFile,
 }
 
 impl Default for CdnFile {
@@ -243,8 +244,95 @@ impl Default for CdnFile {
             cache_control: true,
             targeted_field: None,
             surrogate_keys: SurrogateKeysFile::default(),
+            purge: PurgeFile::default(),
         }
     }
+}
+
+/// CDNs to purge when rentcache purges.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct PurgeFile {
+    pub fastly: Option<FastlyFile>,
+    pub cloudflare: Option<CloudflareFile>,
+    pub webhook: Option<WebhookFile>,
+    pub queue_size: usize,
+    pub batch_delay: Dur,
+    pub retries: u32,
+}
+
+impl Default for PurgeFile {
+    fn default() -> Self {
+        PurgeFile {
+            fastly: None,
+            cloudflare: None,
+            webhook: None,
+            queue_size: 10_000,
+            batch_delay: Dur::millis(250),
+            retries: 5,
+        }
+    }
+}
+
+fn fastly_api() -> String {
+    "https://api.fastly.com".into()
+}
+fn fastly_token_env() -> String {
+    "FASTLY_API_TOKEN".into()
+}
+fn cloudflare_api() -> String {
+    "https://api.cloudflare.com/client/v4".into()
+}
+fn cloudflare_token_env() -> String {
+    "CLOUDFLARE_API_TOKEN".into()
+}
+fn yes() -> bool {
+    true
+}
+fn webhook_body() -> String {
+    r#"{"tags": {tags}, "urls": {urls}, "soft": {soft}}"#.into()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FastlyFile {
+    pub service_id: String,
+    #[serde(default = "fastly_token_env")]
+    pub token_env: String,
+    #[serde(default = "fastly_api")]
+    pub api: String,
+    #[serde(default = "yes")]
+    pub soft: bool,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PurgeBy {
+    #[default]
+    Tags,
+    Urls,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CloudflareFile {
+    pub zone_id: String,
+    #[serde(default = "cloudflare_token_env")]
+    pub token_env: String,
+    #[serde(default = "cloudflare_api")]
+    pub api: String,
+    #[serde(default)]
+    pub by: PurgeBy,
+    /// The site's address as clients reach rentcache through Cloudflare, for purges by URL.
+    #[serde(default)]
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WebhookFile {
+    pub url: String,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default = "webhook_body")]
+    pub body: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -225,6 +225,62 @@ pub struct Cdn {
     pub targeted_field: Option<http::HeaderName>,
     /// The header carrying an answer's tags, with its separator and its largest size.
     pub surrogate_keys: Option<SurrogateKeys>,
+    pub purge: CdnPurge,
+}
+
+/// CDNs purged when rentcache purges.
+#[derive(Debug, Clone, Default)]
+pub struct CdnPurge {
+    pub providers: Vec<PurgeProvider>,
+    /// Purges waiting to be sent, at most; more are dropped (and counted).
+    pub queue_size: usize,
+    /// How long purges are gathered into one batch.
+    pub batch_delay: Duration,
+    /// Tries after the first, with exponential backoff from 1 s.
+    pub retries: u32,
+}
+
+/// An API address: scheme, host, port and base path (no trailing slash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiBase {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum PurgeProvider {
+    /// Purge by surrogate key (`POST /service/{id}/purge`), softly when `soft`.
+    Fastly {
+        api: ApiBase,
+        service_id: String,
+        token_env: String,
+        soft: bool,
+    },
+    /// `POST /zones/{zone}/purge_cache`, by tags or by URLs under `public_url`.
+    Cloudflare {
+        api: ApiBase,
+        zone_id: String,
+        token_env: String,
+        by_urls: Option<String>,
+    },
+    /// `POST url` with `body`, its `{tags}`, `{urls}` and `{soft}` filled in (JSON values).
+    Webhook {
+        url: ApiBase,
+        token_env: Option<String>,
+        body: String,
+    },
+}
+
+impl PurgeProvider {
+    pub fn name(&self) -> &'static str {
+        match self {
+            PurgeProvider::Fastly { .. } => "fastly",
+            PurgeProvider::Cloudflare { .. } => "cloudflare",
+            PurgeProvider::Webhook { .. } => "webhook",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -189,6 +189,10 @@ impl Dur {
     pub fn secs(s: u64) -> Dur {
         Dur(Duration::from_secs(s))
     }
+
+    pub fn millis(ms: u64) -> Dur {
+        Dur(Duration::from_millis(ms))
+    }
 }
 
 #[cfg(test)]

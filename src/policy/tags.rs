@@ -16,6 +16,19 @@ pub fn route_tag(route: &str) -> String {
     format!("route:{route}")
 }
 
+/// A tag naming one canonical key (its hash's first 8 bytes in hex): outer caches hold one
+/// copy per URL a client sent, and purging them by this tag reaches every URL of the key.
+pub fn key_tag(hash: &[u8; 16]) -> String {
+    let mut s = String::with_capacity(20);
+    s.push_str("key:");
+    for b in hash.iter().take(8) {
+        for nibble in [b >> 4, b & 15] {
+            s.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+        }
+    }
+    s
+}
+
 pub fn property_tag(propref: &str) -> String {
     format!("property:{propref}")
 }

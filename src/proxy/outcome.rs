@@ -116,8 +116,16 @@ pub fn decorate_with(
             let _ = resp.insert_header(http::header::WARNING, v);
         }
     }
-    if let (Some(k), false) = (&ctx.config.cdn.surrogate_keys, tags.is_empty()) {
-        let value = outer::surrogate_keys(tags, &k.separator, k.max_bytes);
+    if let (Some(k), false, Some(c)) = (
+        &ctx.config.cdn.surrogate_keys,
+        tags.is_empty(),
+        ctx.canonical.as_ref(),
+    ) {
+        // The key's own tag first: purging a URL at the CDN reaches every URL of its key.
+        let mut all = Vec::with_capacity(tags.len() + 1);
+        all.push(crate::policy::tags::key_tag(&c.hash));
+        all.extend(tags.iter().cloned());
+        let value = outer::surrogate_keys(&all, &k.separator, k.max_bytes);
         if let (false, Some(v)) = (value.is_empty(), text_value(value)) {
             let _ = resp.insert_header(k.header.clone(), v);
         }

@@ -27,6 +27,21 @@ pub use memory::MemoryTier;
 pub use redis::RedisTier;
 pub use tiered::{Kept, StoreInfo, TieredStorage};
 
+/// What a purge on this instance asks of the caches outside it (CDNs): the tags purged, and
+/// the canonical keys purged (as their `key:` tags and their targets).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OuterPurge {
+    pub tags: Vec<String>,
+    /// (canonical key, its `key:` tag)
+    pub keys: Vec<(String, String)>,
+    pub soft: bool,
+}
+
+/// Where purges go beyond this instance's tiers (the CDN purger); never blocks.
+pub trait PurgeSink: Send + Sync {
+    fn purge(&self, purge: OuterPurge);
+}
+
 /// A tier failure; the adapter treats it as a miss (reads) or a skipped write, never as a
 /// client-visible error.
 #[derive(Debug, Clone)]

@@ -57,6 +57,9 @@ impl Kept {
 pub struct TieredStorage {
     /// Fastest first: memory, then Redis when configured.
     tiers: Vec<Arc<dyn Tier>>,
+    /// Told of every purge made here (not of other instances' purges, which their own
+    /// instance tells), so that outer caches drop what is purged.
+    outer: std::sync::OnceLock<Arc<dyn super::PurgeSink>>,
     memory: Arc<MemoryTier>,
     redis: Option<Arc<RedisTier>>,
     pub index: Arc<TagIndex>,
@@ -70,14 +73,53 @@ impl TieredStorage {
         }
         TieredStorage {
             tiers,
+            outer: std::sync::OnceLock::new(),
             memory,
             index: Arc::new(TagIndex::new(redis.clone())),
             redis,
         }
     }
 
-    /// Purges each key (by its canonical form); returns those some tier held.
+    /// Sends every later purge to `sink` as well (set once, at start).
+    pub fn purge_outer_caches_with(&self, sink: Arc<dyn super::PurgeSink>) {
+        let _ = self.outer.set(sink);
+    }
+
+    fn tell_outer(&self, tags: &[String], keys: &[String], soft: bool) {
+        let Some(sink) = self.outer.get() else {
+            return;
+        };
+        if tags.is_empty() && keys.is_empty() {
+            return;
+        }
+        sink.purge(super::OuterPurge {
+            tags: tags.to_vec(),
+            keys: keys
+                .iter()
+                .map(|k| (k.clone(), tags::key_tag(&pingora::cache::key::hash_key(k))))
+                .collect(),
+            soft,
+        });
+    }
+
+    /// Purges each key (by its canonical form), here and in outer caches; returns those some
+    /// tier held.
     pub async fn purge_keys(
+        &self,
+        keys: &[String],
+        soft: bool,
+        except: Option<&str>,
+    ) -> Vec<String> {
+        let kept: Vec<String> = keys
+            .iter()
+            .filter(|k| except != Some(k.as_str()))
+            .cloned()
+            .collect();
+        self.tell_outer(&[], &kept, soft);
+        self.purge_keys_here(keys, soft, except).await
+    }
+
+    async fn purge_keys_here(
         &self,
         keys: &[String],
         soft: bool,
@@ -118,7 +160,9 @@ impl TieredStorage {
         }
         keys.sort();
         keys.dedup();
-        self.purge_keys(&keys, soft, except).await
+        let purged = self.purge_keys_here(&keys, soft, except).await;
+        self.tell_outer(tags, &purged, soft);
+        purged
     }
 
     /// Purges every key matching `pattern` among the keys of `routes` (never a scan).
@@ -139,7 +183,9 @@ impl TieredStorage {
         if let Some(r) = &self.redis {
             let _ = r.publish(&format!("g:{pattern}")).await;
         }
-        Ok(self.purge_keys(&keys, soft, None).await)
+        let purged = self.purge_keys_here(&keys, soft, None).await;
+        self.tell_outer(&[], &purged, soft);
+        Ok(purged)
     }
 
     pub fn tiers(&self) -> &[Arc<dyn Tier>] {
