@@ -28,5 +28,6 @@ pub mod server;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 pub mod simulator;
 pub mod storage;
+pub mod tls;
 pub mod upstream;
 pub mod warm;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use log::{info, warn};
+use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
@@ -65,6 +66,7 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
     }
     let listen = config.server.listen.clone();
     let write_buffer = config.server.write_buffer;
+    let tls = config.server.tls.clone();
     let admin_listen = config.admin.listen.clone();
     let max_concurrent = config.upstream.max_concurrent;
     let adaptive = config.upstream.adaptive_concurrency;
@@ -111,6 +113,9 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
         );
         info!("rentcache listening on http://{addr}");
     }
+    if let Some(tls) = &tls {
+        add_tls_listeners(server, &mut service, tls);
+    }
     server.add_service(service);
 
     let warmer = Arc::new(Warmer::new(shared.clone(), storage, throttle.clone()));
@@ -137,6 +142,44 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
     });
     server.add_service(admin.service(&admin_listen));
     info!("admin listening on http://{admin_listen}");
+}
+
+/// HTTPS listeners (HTTP/2 by ALPN when enabled) sharing one certificate, reloaded when its
+/// files change.
+fn add_tls_listeners(server: &mut Server, service: &mut Service<Front>, tls: &crate::config::Tls) {
+    let certificates = match crate::tls::Certificates::load(&tls.cert, &tls.key) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("no HTTPS listener: {e}");
+            return;
+        }
+    };
+    for addr in &tls.listen {
+        let mut settings = match TlsSettings::intermediate(&tls.cert, &tls.key) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("no HTTPS listener on {addr}: {e}");
+                continue;
+            }
+        };
+        settings.set_cert_resolver(certificates.clone());
+        if tls.http2 {
+            settings.enable_h2();
+        }
+        service.add_tls_with_settings(addr, None, settings);
+        info!(
+            "rentcache listening on https://{addr}{}",
+            if tls.http2 {
+                " (HTTP/2 and HTTP/1.1)"
+            } else {
+                ""
+            }
+        );
+    }
+    server.add_service(background_service(
+        "tls certificate reloader",
+        crate::tls::TlsReloadService(certificates),
+    ));
 }
 
 /// Runs `server` until SIGINT/SIGTERM.

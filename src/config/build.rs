@@ -10,7 +10,7 @@ use super::locate::KeyPath;
 use super::{
     Admin, ApiBase, Budget, Cdn, CdnPurge, Config, Cors, Dependency, KeyRules, Memory, ParamFilter,
     ParamPattern, PathMatch, PurgeProvider, Redis, RedisNodes, RefreshAhead, Route, RouteMatch,
-    Server, SurrogateKeys, Upstream, Warm, WarmList,
+    Server, SurrogateKeys, Tls, Upstream, Warm, WarmList,
 };
 
 /// TinyUFO weighs entries in u16 units; with KiB units one object can be at most 64 MiB.
@@ -105,8 +105,37 @@ fn server(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Server {
     if s.compression_level > 9 {
         p.push((path.key("compression_level"), "must be 0 (off) to 9".into()));
     }
+    let tls = s.tls.as_ref().map(|t| {
+        let at = path.key("tls");
+        if t.listen.is_empty() {
+            p.push((at.key("listen"), "at least one address is needed".into()));
+        }
+        for (i, addr) in t.listen.iter().enumerate() {
+            if addr.parse::<SocketAddr>().is_err() {
+                p.push((
+                    at.key("listen").index(i),
+                    format!("`{addr}` is not an address such as 0.0.0.0:8443"),
+                ));
+            } else if s.listen.contains(addr) {
+                p.push((
+                    at.key("listen").index(i),
+                    "is also a plain HTTP listener".into(),
+                ));
+            }
+        }
+        if let Err(e) = crate::tls::load_pair(&t.cert, &t.key) {
+            p.push((at.key("cert"), e));
+        }
+        Tls {
+            listen: t.listen.clone(),
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+            http2: t.http2,
+        }
+    });
     Server {
         listen: s.listen.clone(),
+        tls,
         threads: s.threads,
         compression_level: s.compression_level,
         grace_period: s.grace_period.0,

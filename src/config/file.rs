@@ -38,6 +38,17 @@ pub struct ServerFile {
     pub grace_period: Dur,
     pub write_buffer: Size,
     pub header_timeout: Dur,
+    pub tls: Option<TlsFile>,
+}
+
+/// HTTPS listeners of the public side.
+#[derive(Debug, Deserialize)]
+pub struct TlsFile {
+    pub listen: Vec<String>,
+    pub cert: String,
+    pub key: String,
+    #[serde(default = "yes")]
+    pub http2: bool,
 }
 
 impl Default for ServerFile {
@@ -49,6 +60,7 @@ impl Default for ServerFile {
             grace_period: Dur::secs(5),
             write_buffer: Size(64 << 10),
             header_timeout: Dur::secs(60),
+            tls: None,
         }
     }
 }

@@ -120,6 +120,17 @@ pub struct Server {
     /// How long a connection may take to send a complete request head (idle time before it
     /// included), on both listeners.
     pub header_timeout: Duration,
+    pub tls: Option<Tls>,
+}
+
+/// HTTPS listeners: certificate chain and key files (reloaded when they change), and
+/// whether HTTP/2 is offered (by ALPN).
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub listen: Vec<String>,
+    pub cert: String,
+    pub key: String,
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone)]
