@@ -62,6 +62,9 @@ struct DemoArgs {
     /// Median simulated Rentman latency in milliseconds.
     #[arg(long, default_value_t = 350)]
     latency_ms: u64,
+    /// Port of the demo agent website (it calls rentcache from the browser).
+    #[arg(long, default_value_t = 8082)]
+    site_port: u16,
 }
 
 fn init_logging() {
@@ -145,6 +148,14 @@ fn demo_config(args: &DemoArgs) -> Result<Config, config::ConfigErrors> {
         .replace(
             "listen: \"127.0.0.1:9091\"",
             &format!("listen: \"127.0.0.1:{}\"", args.admin_port),
+        )
+        // The demo site calls rentcache from the browser.
+        .replace(
+            "allowed_origins: []",
+            &format!(
+                "allowed_origins: [\"http://127.0.0.1:{0}\", \"http://localhost:{0}\"]",
+                args.site_port
+            ),
         );
     config::parse_str(&text, "built-in demo config")
 }
@@ -179,6 +190,8 @@ fn demo(args: DemoArgs) -> i32 {
     server.add_service(sim.service());
     server::add_cache_services(&mut server, config, None);
     let base = format!("http://127.0.0.1:{}", args.port);
+    let site = format!("127.0.0.1:{}", args.site_port);
+    server.add_service(crate::demo_site::DemoSite::new(&base).service(&site));
     println!("rentcache demo: the Rentman simulator on 127.0.0.1:{} (median latency {} ms), the cache in front of it.", args.sim_port, args.latency_ms);
     println!("Try (run each twice: MISS after the simulated latency, then HIT at once):");
     for path in [
@@ -193,6 +206,9 @@ fn demo(args: DemoArgs) -> i32 {
     println!(
         "Simulator counters: curl -s http://127.0.0.1:{}/__sim/stats",
         args.sim_port
+    );
+    println!(
+        "An agent's website built on it, calling rentcache from the browser: http://{site}/"
     );
     println!("Stop with Ctrl-C.");
     server::run(server);

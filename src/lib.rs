@@ -16,6 +16,7 @@ pub mod admin;
 pub mod cdn;
 pub mod cli;
 pub mod config;
+pub mod demo_site;
 pub mod glob;
 pub mod json_error;
 pub mod metrics;
