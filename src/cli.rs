@@ -207,9 +207,7 @@ fn demo(args: DemoArgs) -> i32 {
         "Simulator counters: curl -s http://127.0.0.1:{}/__sim/stats",
         args.sim_port
     );
-    println!(
-        "An agent's website built on it, calling rentcache from the browser: http://{site}/"
-    );
+    println!("An agent's website built on it, calling rentcache from the browser: http://{site}/");
     println!("Stop with Ctrl-C.");
     server::run(server);
     0

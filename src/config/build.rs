@@ -194,6 +194,9 @@ fn upstream(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Upstream {
         max_concurrent: u.max_concurrent,
         adaptive_concurrency: u.adaptive_concurrency,
         drop_headers: header_names(&u.drop_headers, &path.key("drop_headers"), p),
+        cache_control_field: u.cache_control_field.as_ref().and_then(|n| {
+            header_names(std::slice::from_ref(n), &path.key("cache_control_field"), p).pop()
+        }),
         fill_wait: u.fill_wait.map(|d| d.0).unwrap_or_else(|| {
             u.connect_timeout
                 .0

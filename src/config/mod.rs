@@ -169,6 +169,9 @@ pub struct Upstream {
     pub adaptive_concurrency: bool,
     /// Upstream response headers never passed on nor stored (`server`, `x-powered-by`).
     pub drop_headers: Vec<http::HeaderName>,
+    /// A targeted cache-control field of rentcache's own (RFC 9213), read on `honor_origin`
+    /// routes before `CDN-Cache-Control` and `Cache-Control`.
+    pub cache_control_field: Option<http::HeaderName>,
     /// How long a request waits for another request filling the same key.
     pub fill_wait: Duration,
     /// After a failed fetch, requests for that key within this long share the failure

@@ -62,12 +62,16 @@ pub fn head_bytes_dated(header: &ResponseHeader, keepalive: bool, date: &[u8]) -
     }
     buf.put_slice(b"\r\n");
     header.header_to_h1_wire(&mut buf);
-    buf.put_slice(b"date: ");
-    buf.put_slice(date);
+    // A stored response keeps its origin's `Date` (RFC 9110 6.6.1); others are dated now.
+    if !header.headers.contains_key(http::header::DATE) {
+        buf.put_slice(b"date: ");
+        buf.put_slice(date);
+        buf.put_slice(b"\r\n");
+    }
     buf.put_slice(if keepalive {
-        b"\r\nconnection: keep-alive\r\n\r\n"
+        b"connection: keep-alive\r\n\r\n"
     } else {
-        b"\r\nconnection: close\r\n\r\n"
+        b"connection: close\r\n\r\n"
     });
     buf
 }

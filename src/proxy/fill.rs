@@ -339,10 +339,12 @@ impl Fills {
         let status = f.header.status.as_u16();
         if status == 304 {
             if let Some(stale) = &want.stale {
-                return self.renew(route, stale, &f.header, now).await;
+                let targeted = want.config.upstream.cache_control_field.as_ref();
+                return self.renew(route, targeted, stale, &f.header, now).await;
             }
         }
-        match freshness::decide(route, &f.header, false, now) {
+        let targeted = want.config.upstream.cache_control_field.as_ref();
+        match freshness::decide(route, &f.header, false, targeted, now) {
             RespCacheable::Cacheable(meta) => {
                 let mut header = meta.response_header().clone();
                 validators::complete_stored_header(&mut header, &f.body);
@@ -386,6 +388,7 @@ impl Fills {
     async fn renew(
         &self,
         route: &Route,
+        targeted: Option<&http::header::HeaderName>,
         stale: &Arc<Entry>,
         not_modified: &ResponseHeader,
         now: SystemTime,
@@ -399,7 +402,7 @@ impl Fills {
                 let _ = header.insert_header(name.clone(), value.clone());
             }
         }
-        let (entry, kept) = match freshness::decide(route, &header, false, now) {
+        let (entry, kept) = match freshness::decide(route, &header, false, targeted, now) {
             RespCacheable::Cacheable(meta) => {
                 let mut times = EntryTimes::of(&meta);
                 times.created = stale.times.created;

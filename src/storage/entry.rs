@@ -92,11 +92,10 @@ impl Entry {
         mut header: ResponseHeader,
         body: Vec<Bytes>,
     ) -> Entry {
-        // Each response gets its own `Date` and `Connection` when sent; stored ones are stale.
-        for name in [http::header::DATE, http::header::CONNECTION] {
-            if header.headers.contains_key(&name) {
-                header.remove_header(&name);
-            }
+        // Each answer gets its own `Connection`. `Date` stays: it says when the origin made
+        // the response, which `Age` counts from.
+        if header.headers.contains_key(http::header::CONNECTION) {
+            header.remove_header(&http::header::CONNECTION);
         }
         let body_len = body.iter().map(Bytes::len).sum();
         Entry {
