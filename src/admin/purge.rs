@@ -8,31 +8,9 @@ use serde_json::{json, Value};
 
 use super::{ApiError, Handles};
 use crate::config::Config;
-use crate::policy::{key, tags};
+use crate::policy::key::keys_for_url;
+use crate::policy::tags;
 use crate::storage::acks::{self, Reach};
-
-/// Every key a URL stands for: the canonical key, plus one per key-header value (a URL alone
-/// cannot say which variant a client asked for).
-pub fn keys_for_url(config: &Config, url: &str) -> Option<Vec<String>> {
-    let path_and_query = match url.find("://") {
-        Some(i) => url[i + 3..].find('/').map_or("/", |j| &url[i + 3 + j..]),
-        None => url,
-    };
-    let (path, query) = match path_and_query.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (path_and_query, None),
-    };
-    let c = key::canonicalize(config, path, query, &http::HeaderMap::new())?;
-    let mut keys = vec![c.key.clone()];
-    let route = config.routes.get(c.route)?;
-    for (name, values) in &route.key_headers {
-        let base = keys.clone();
-        for v in values {
-            keys.extend(base.iter().map(|k| format!("{k} {name}={v}")));
-        }
-    }
-    Some(keys)
-}
 
 /// What a purge request asks for, resolved against the config, before anything is purged.
 #[derive(Debug)]

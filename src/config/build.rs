@@ -907,7 +907,22 @@ fn route(r: &RouteFile, path: &KeyPath, p: &mut Problems) -> Route {
     }
 
     let mut methods = Vec::new();
-    for (i, m) in r.pass_through_methods.iter().enumerate() {
+    let any = match &r.pass_through_methods {
+        super::file::MethodsFile::Named(n) if n == "any" => true,
+        super::file::MethodsFile::Named(n) => {
+            p.push((
+                path.key("pass_through_methods"),
+                format!("`{n}`: give a list of methods, or `any`"),
+            ));
+            false
+        }
+        super::file::MethodsFile::List(_) => false,
+    };
+    let listed: &[String] = match &r.pass_through_methods {
+        super::file::MethodsFile::List(l) => l,
+        super::file::MethodsFile::Named(_) => &[],
+    };
+    for (i, m) in listed.iter().enumerate() {
         let at = path.key("pass_through_methods").index(i);
         match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
             Ok(method) if method == http::Method::GET || method == http::Method::HEAD => p.push((
@@ -918,7 +933,7 @@ fn route(r: &RouteFile, path: &KeyPath, p: &mut Problems) -> Route {
             Err(_) => p.push((at, format!("`{m}` is not an HTTP method"))),
         }
     }
-    if !methods.is_empty() && r.mode != Mode::HonorOrigin {
+    if (any || !methods.is_empty()) && r.mode != Mode::HonorOrigin {
         p.push((
             path.key("pass_through_methods"),
             "only an honor_origin route may pass other methods through".into(),
@@ -961,7 +976,12 @@ fn route(r: &RouteFile, path: &KeyPath, p: &mut Problems) -> Route {
         key_headers,
         cacheable_statuses: r.cacheable_statuses.clone(),
         body: r.body,
-        pass_through_methods: methods,
+        pass_through_methods: if any {
+            crate::config::PassThrough::Any
+        } else {
+            crate::config::PassThrough::Methods(methods)
+        },
+        compress: r.compress,
         upstream_timeout: r.upstream_timeout.map(|d| d.0),
         watch_changes: r.watch_changes,
     }

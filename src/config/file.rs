@@ -438,10 +438,26 @@ pub struct RouteFile {
     #[serde(default)]
     pub body: BodyCheck,
     #[serde(default)]
-    pub pass_through_methods: Vec<String>,
+    pub pass_through_methods: MethodsFile,
     pub upstream_timeout: Option<Dur>,
     #[serde(default)]
     pub watch_changes: bool,
+    #[serde(default = "yes")]
+    pub compress: bool,
+}
+
+/// `pass_through_methods`: a list, or `any`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum MethodsFile {
+    Named(String),
+    List(Vec<String>),
+}
+
+impl Default for MethodsFile {
+    fn default() -> Self {
+        MethodsFile::List(Vec::new())
+    }
 }
 
 fn default_statuses() -> Vec<u16> {

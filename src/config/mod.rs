@@ -370,7 +370,9 @@ pub struct Route {
     pub key_header_names: Vec<http::HeaderName>,
     pub cacheable_statuses: Vec<u16>,
     pub body: BodyCheck,
-    pub pass_through_methods: Vec<http::Method>,
+    pub pass_through_methods: PassThrough,
+    /// Answers may be compressed for clients (unless the origin said `no-transform`).
+    pub compress: bool,
     /// Overrides `upstream.read_timeout` for this route.
     pub upstream_timeout: Option<Duration>,
     /// When a refresh brings a different body, soft-purge the tags found in it (the lists
@@ -383,6 +385,31 @@ impl Route {
     /// always asks the origin's headers.
     pub fn is_cached(&self) -> bool {
         self.mode == Mode::HonorOrigin || !self.ttl.is_zero()
+    }
+}
+
+/// Which methods other than GET and HEAD an `honor_origin` route forwards uncached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassThrough {
+    Methods(Vec<http::Method>),
+    /// Every method (for a generic upstream: WebDAV's, `M-SEARCH`...).
+    Any,
+}
+
+impl PassThrough {
+    pub fn allows(&self, method: &http::Method) -> bool {
+        match self {
+            PassThrough::Methods(m) => m.contains(method),
+            PassThrough::Any => true,
+        }
+    }
+
+    /// The methods to name in `Allow` and preflights (none to name for `Any`).
+    pub fn listed(&self) -> &[http::Method] {
+        match self {
+            PassThrough::Methods(m) => m,
+            PassThrough::Any => &[],
+        }
     }
 }
 

@@ -28,9 +28,27 @@ pub fn accepts_gzip(accept_encoding: Option<&HeaderValue>) -> bool {
     })
 }
 
-/// Whether a stored answer is text worth compressing and not encoded already.
+/// Whether the origin forbade transforming the answer (RFC 9110 7.7: `no-transform`).
+pub fn no_transform(header: &ResponseHeader) -> bool {
+    header
+        .headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-transform"))
+        })
+}
+
+/// Whether a stored answer is text worth compressing, not encoded already (the origin's own
+/// coding is left alone), and not one the origin said must not be transformed.
 pub fn compressible(header: &ResponseHeader, body_len: usize) -> bool {
-    if header.status != 200 || body_len < MIN_LEN || header.headers.contains_key(CONTENT_ENCODING) {
+    if header.status != 200
+        || body_len < MIN_LEN
+        || header.headers.contains_key(CONTENT_ENCODING)
+        || no_transform(header)
+    {
         return false;
     }
     let Some(ct) = header.headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes) else {

@@ -117,6 +117,29 @@ fn matches_any(patterns: &[crate::config::ParamPattern], raw: &str) -> bool {
     patterns.iter().any(|p| p.matches(raw) || p.matches(&php))
 }
 
+/// Every key a URL stands for: the canonical key, plus one per key-header value (a URL alone
+/// cannot say which variant a client asked for).
+pub fn keys_for_url(config: &Config, url: &str) -> Option<Vec<String>> {
+    let path_and_query = match url.find("://") {
+        Some(i) => url[i + 3..].find('/').map_or("/", |j| &url[i + 3 + j..]),
+        None => url,
+    };
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let c = canonicalize(config, path, query, &http::HeaderMap::new())?;
+    let mut keys = vec![c.key.clone()];
+    let route = config.routes.get(c.route)?;
+    for (name, values) in &route.key_headers {
+        let base = keys.clone();
+        for v in values {
+            keys.extend(base.iter().map(|k| format!("{k} {name}={v}")));
+        }
+    }
+    Some(keys)
+}
+
 /// PHP keeps the last of repeated names, except `name[]` arrays which collect every value.
 fn keep_last_of_repeats(params: &mut Vec<(String, String)>) {
     let mut seen = std::collections::HashSet::new();

@@ -34,5 +34,5 @@ pub fn matches(m: &RouteMatch, path: &str, params: &[(String, String)]) -> bool 
 pub fn allows_method(route: &Route, method: &http::Method) -> bool {
     method == http::Method::GET
         || method == http::Method::HEAD
-        || route.pass_through_methods.contains(method)
+        || route.pass_through_methods.allows(method)
 }

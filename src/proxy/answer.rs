@@ -46,12 +46,14 @@ impl RentCache {
     pub(super) async fn shape(
         &self,
         req: &RequestHeader,
+        ctx: &Ctx,
         entry: Arc<Entry>,
         stored: bool,
     ) -> Found {
         let accept = req.headers.get(http::header::ACCEPT_ENCODING);
-        let encodable =
-            self.compression_level > 0 && encoding::compressible(&entry.header, entry.body_len);
+        let encodable = self.compression_level > 0
+            && ctx.route().is_none_or(|r| r.compress)
+            && encoding::compressible(&entry.header, entry.body_len);
         let identity = ranged(req) || accept.is_none_or(|v| v == "identity");
         // Copies are made whole and kept in memory: an entry too large for memory (kept in
         // Redis only) is encoded chunk by chunk on its way out instead, as below.

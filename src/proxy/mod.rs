@@ -45,7 +45,7 @@ use bytes::Bytes;
 use log::debug;
 use pingora::cache::CacheKey;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::modules::http::compression::ResponseCompressionBuilder;
+use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
 use pingora::modules::http::HttpModules;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -249,7 +249,13 @@ impl RentCache {
         let canonical =
             key::canonicalize(&ctx.config, req.uri.path(), req.uri.query(), &req.headers);
         if let Some(route) = canonical.and_then(|c| ctx.config.routes.get(c.route)) {
-            methods.extend(route.pass_through_methods.iter().cloned());
+            methods.extend(route.pass_through_methods.listed().iter().cloned());
+            if let (crate::config::PassThrough::Any, Ok(m)) = (
+                &route.pass_through_methods,
+                http::Method::from_bytes(method.as_bytes()),
+            ) {
+                methods.push(m);
+            }
         }
         let verdict = cors::preflight(
             &ctx.config.cors,
@@ -283,7 +289,7 @@ impl RentCache {
         };
         if !routes::allows_method(route, &method) {
             let mut allow = vec!["GET", "HEAD"];
-            allow.extend(route.pass_through_methods.iter().map(http::Method::as_str));
+            allow.extend(route.pass_through_methods.listed().iter().map(http::Method::as_str));
             let mut headers = cors_headers(session, ctx);
             headers.push(("allow", allow.join(", ")));
             let msg = format!("{method} is not allowed here; use {}", allow.join(" or "));
@@ -422,12 +428,18 @@ impl ProxyHttp for RentCache {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         if resp.status.is_informational() {
             return Ok(());
+        }
+        if !is_safe(&session.req_header().method)
+            && (resp.status.is_success() || resp.status.is_redirection())
+        {
+            self.invalidate_after_unsafe(session.req_header(), resp, ctx)
+                .await;
         }
         // Pingora frames the answer itself: only the fields it does not manage go.
         for name in &ctx.config.upstream.drop_headers {
@@ -458,6 +470,16 @@ impl ProxyHttp for RentCache {
         ctx: &mut Ctx,
     ) -> Result<()> {
         outcome::decorate(resp, session, ctx);
+        // The origin forbade transforming it, or the route is not to be compressed.
+        if ctx.route().is_some_and(|r| !r.compress) || crate::policy::encoding::no_transform(resp)
+        {
+            if let Some(c) = session
+                .downstream_modules_ctx
+                .get_mut::<ResponseCompression>()
+            {
+                c.adjust_level(0);
+            }
+        }
         // An answer without a body gets no body filter call: count it now.
         let bodyless = session.req_header().method == http::Method::HEAD
             || matches!(resp.status.as_u16(), 204 | 304)
@@ -556,6 +578,56 @@ impl ProxyHttp for RentCache {
                 ""
             }
         );
+    }
+}
+
+/// Methods that change nothing at the origin (RFC 9110 9.2.1).
+fn is_safe(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+    )
+}
+
+impl RentCache {
+    /// RFC 9111 4.4: a successful unsafe request (POST, PUT, DELETE...) invalidates what is
+    /// stored for its target, and for the `Location` and `Content-Location` it names on the
+    /// same host (another host's could be named by anyone).
+    async fn invalidate_after_unsafe(&self, req: &RequestHeader, resp: &ResponseHeader, ctx: &Ctx) {
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or(req.uri.authority().map(|a| a.as_str()));
+        let mut targets = vec![req.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string()];
+        for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+            let Some(uri) = resp
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<http::Uri>().ok())
+            else {
+                continue;
+            };
+            let same_host = match uri.authority() {
+                None => true,
+                Some(a) => host.is_some_and(|h| a.as_str().eq_ignore_ascii_case(h)),
+            };
+            if let (true, Some(pq)) = (same_host, uri.path_and_query()) {
+                if pq.as_str().starts_with('/') {
+                    targets.push(pq.as_str().to_string());
+                }
+            }
+        }
+        let keys: Vec<String> = targets
+            .iter()
+            .filter_map(|t| key::keys_for_url(&ctx.config, t))
+            .flatten()
+            .collect();
+        if !keys.is_empty() {
+            debug!("{} {}: invalidating {}", req.method, ctx.key(), keys.join(", "));
+            self.storage.purge_keys(&keys, false, None).await;
+        }
     }
 }
 

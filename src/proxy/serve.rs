@@ -102,7 +102,7 @@ impl RentCache {
         let mut served = Served::new(CacheStatus::Hit);
         served.tier = Some(tier);
         ctx.served = Some(served);
-        Some(self.shape(req, entry, true).await)
+        Some(self.shape(req, ctx, entry, true).await)
     }
 
     /// The answer for a key with no fresh copy.
@@ -172,7 +172,7 @@ impl RentCache {
             }
         }
         ctx.served = Some(served);
-        let found = self.shape(req, entry, true).await;
+        let found = self.shape(req, ctx, entry, true).await;
         answer::compose(req, ctx, found, SystemTime::now())
     }
 
@@ -216,7 +216,7 @@ impl RentCache {
             _ => None,
         };
         ctx.served = Some(served);
-        let found = self.shape(req, entry.clone(), kept.memory).await;
+        let found = self.shape(req, ctx, entry.clone(), kept.memory).await;
         answer::compose(req, ctx, found, SystemTime::now())
     }
 
@@ -244,7 +244,7 @@ impl RentCache {
                 let mut served = Served::new(CacheStatus::Miss);
                 served.upstream_status = Some(status);
                 ctx.served = Some(served);
-                let found = self.shape(req, entry, false).await;
+                let found = self.shape(req, ctx, entry, false).await;
                 answer::compose(req, ctx, found, SystemTime::now())
             }
             Err(e) => self.answer_failed(req, ctx, stale, &Arc::new(e)).await,
@@ -270,7 +270,7 @@ impl RentCache {
             served.reason = Some(failure.code());
             served.upstream_status = upstream_status(failure);
             ctx.served = Some(served);
-            let found = self.shape(req, entry, true).await;
+            let found = self.shape(req, ctx, entry, true).await;
             return answer::compose(req, ctx, found, now);
         }
         let mut served = Served::new(if had_copy {
