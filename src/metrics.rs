@@ -32,6 +32,8 @@ pub struct Metrics {
     pub cdn_purges: IntCounterVec,
     pub cdn_purge_retries: IntCounterVec,
     pub cdn_purge_queue: IntGauge,
+    /// Variants of a URL not stored because it had as many as it may keep.
+    pub vary_refused: IntCounter,
     /// Requests that waited for another request's fill instead of fetching.
     pub coalesced: IntCounter,
     /// Stale answers, by reason (updating, or the upstream failure).
@@ -181,6 +183,15 @@ impl Metrics {
                 "rentcache_cdn_purge_queue",
                 "Purges waiting to be sent to CDNs.",
             ),
+            vary_refused: {
+                let c = IntCounter::new(
+                    "rentcache_vary_variants_refused_total",
+                    "Answers not stored because their URL had as many variants as it may keep.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
             coalesced,
             stale_served: counter_vec(
                 &r,

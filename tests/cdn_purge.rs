@@ -27,9 +27,30 @@ fn config(fastly: &CaptureServer, cloudflare: &CaptureServer, hook: &CaptureServ
     ))
 }
 
-/// The shipped config with `purge` (its lines indented for `cdn.purge`) in its `cdn` section.
+/// The shipped config with its `cdn.purge` block replaced by `purge` (its lines indented for
+/// `cdn.purge`).
 fn with_purge(purge: &str) -> String {
-    shipped_config().replacen("\ncdn:\n", &format!("\ncdn:\n  purge:\n    {purge}\n"), 1)
+    let shipped = shipped_config();
+    let mut out = String::with_capacity(shipped.len() + purge.len());
+    let mut in_block = false;
+    for line in shipped.lines() {
+        if line == "  purge:" {
+            in_block = true;
+            out.push_str(&format!("  purge:\n    {purge}\n"));
+            continue;
+        }
+        if in_block && (line.starts_with("    ") || line.trim_start().starts_with('#')) {
+            continue;
+        }
+        in_block = false;
+        out.push_str(line);
+        out.push('\n');
+    }
+    assert!(
+        out.contains("\n  purge:\n"),
+        "the shipped config has a cdn.purge block"
+    );
+    out
 }
 
 fn wait_for(server: &CaptureServer, n: usize) -> Vec<common::capture::Captured> {

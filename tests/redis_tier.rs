@@ -219,7 +219,7 @@ fn unreadable_values_in_redis_are_misses() {
         hex_of(&pingora::cache::CacheKey::new(canonical, "").primary_bin())
     };
     let entry_key = format!("rc:{{{hash}}}:e");
-    let truncated: &[u8] = b"RCE3\x00\x00\x00\x2c/propertyadvertising.php?fea";
+    let truncated: &[u8] = b"RCE4\x00\x00\x00\x2c/propertyadvertising.php?fea";
     for value in [&b"foreign value"[..], truncated] {
         redis.set_raw(&entry_key, value);
         let r = a.get(FEATURED);

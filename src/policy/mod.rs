@@ -14,3 +14,4 @@ pub mod query;
 pub mod routes;
 pub mod tags;
 pub mod validators;
+pub mod vary;

@@ -28,9 +28,9 @@ use pingora::http::ResponseHeader;
 use crate::config::{Config, Mode, Route};
 use crate::metrics::Metrics;
 use crate::policy::key::Canonical;
-use crate::policy::{freshness, validators};
+use crate::policy::{freshness, validators, vary};
 use crate::storage::redis::FailedFill;
-use crate::storage::{Entry, EntryTimes, Kept, StoreInfo, TieredStorage};
+use crate::storage::{Entry, EntryTimes, Kept, StoreInfo, TieredStorage, VaryIndex};
 use crate::upstream::{
     coordinate, Coordinated, Failure, FailureMemo, FetchError, FetchRequest, Fetched, LeaseGuard,
     Upstream, Validators,
@@ -60,16 +60,22 @@ pub struct Filled {
     pub shared: bool,
     /// The upstream's status, when this fill asked it.
     pub upstream_status: Option<u16>,
+    /// When the answer varies on request headers: on which, and the variant it is (a
+    /// request that selects another variant does not take it).
+    pub variant: Option<(Vec<String>, String)>,
 }
 
 pub type FillOutcome = Result<Arc<Filled>, Arc<FetchError>>;
 
 /// What a fill is for.
 pub struct Want {
+    /// The key filled: the URL's, or one variant's when its answers vary (`policy::vary`).
     pub canonical: Arc<Canonical>,
     pub config: Arc<Config>,
     /// The expired copy, if any: its validators make the request conditional.
     pub stale: Option<Arc<Entry>>,
+    /// The request's headers the upstream is asked with (and a variant is chosen by).
+    pub forward: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// Why a background refresh starts (for metrics).
@@ -168,6 +174,7 @@ impl Fills {
                 target: &want.canonical.target,
                 headers: &want.canonical.headers,
                 validators: None,
+                forward: &want.forward,
             })
             .await
     }
@@ -233,6 +240,7 @@ impl Fills {
                     },
                     shared: true,
                     upstream_status: None,
+                    variant: None,
                 }));
             }
         }
@@ -249,6 +257,7 @@ impl Fills {
                 target: &c.target,
                 headers: &c.headers,
                 validators: validators.as_ref(),
+                forward: &want.forward,
             })
             .await;
         match fetched {
@@ -310,6 +319,7 @@ impl Fills {
                     },
                     shared: true,
                     upstream_status: None,
+                    variant: None,
                 })))
             }
             Coordinated::Failed(f) => {
@@ -348,8 +358,29 @@ impl Fills {
             RespCacheable::Cacheable(meta) => {
                 let mut header = meta.response_header().clone();
                 validators::complete_stored_header(&mut header, &f.body);
-                let entry =
-                    Entry::new(c.key.clone(), c.hash, EntryTimes::of(&meta), header, f.body);
+                let times = EntryTimes::of(&meta);
+                // An answer that varies is stored as the variant the request selects, and
+                // the URL's key holds the index of its variants.
+                let names = match route.mode {
+                    Mode::HonorOrigin => vary::names(&f.header.headers),
+                    Mode::Forced => None,
+                };
+                let url = url_of(c);
+                let (key, hash, variant) = match &names {
+                    Some(names) => {
+                        let request = forwarded_map(&want.forward);
+                        let v = vary::variant(&url, names, &request);
+                        if !self
+                            .index_variant(want, route, &url, names, &v.key, times)
+                            .await
+                        {
+                            return self.unstorable(want, route, f, status, now);
+                        }
+                        (v.key.clone(), v.hash, Some((names.clone(), v.key)))
+                    }
+                    None => (c.key.clone(), c.hash, None),
+                };
+                let entry = Entry::new(key, hash, times, header, f.body);
                 let info = StoreInfo {
                     route: &route.name,
                     watch_changes: route.watch_changes,
@@ -363,6 +394,7 @@ impl Fills {
                     kept,
                     shared: true,
                     upstream_status: Some(status),
+                    variant,
                 }
             }
             RespCacheable::Uncacheable(why) => {
@@ -372,15 +404,83 @@ impl Fills {
                     // copy must not outlive it (it is no failure to cover for).
                     self.storage.invalidate(&c.hash, false).await;
                 }
-                Filled {
-                    entry: Arc::new(unstored(c, f, now, route.mode != Mode::Forced)),
-                    how: How::Fetched,
-                    kept: Kept::default(),
-                    shared: route.mode == Mode::Forced,
-                    upstream_status: Some(status),
-                }
+                self.unstorable(want, route, f, status, now)
             }
         }
+    }
+
+    /// An answer kept for this fill's requests only (not stored).
+    fn unstorable(
+        &self,
+        want: &Want,
+        route: &Route,
+        f: Fetched,
+        status: u16,
+        now: SystemTime,
+    ) -> Filled {
+        // An answer that varies cannot be shared with requests that may select another
+        // variant; one that does not, on a forced route, is the same for every request.
+        let varies = vary::names(&f.header.headers).is_some();
+        Filled {
+            entry: Arc::new(unstored(
+                &want.canonical,
+                f,
+                now,
+                route.mode != Mode::Forced,
+            )),
+            how: How::Fetched,
+            kept: Kept::default(),
+            shared: route.mode == Mode::Forced && !varies,
+            upstream_status: Some(status),
+            variant: None,
+        }
+    }
+
+    /// Records `variant` in the index of `url`'s variants (which vary on `names`); false when
+    /// the URL has as many variants stored as it may have.
+    async fn index_variant(
+        &self,
+        want: &Want,
+        route: &Route,
+        url: &Canonical,
+        names: &[String],
+        variant: &str,
+        times: EntryTimes,
+    ) -> bool {
+        let current = self
+            .storage
+            .first(&url.hash)
+            .await
+            .and_then(|e| e.vary.clone())
+            .filter(|v| v.names == names);
+        let mut variants = current.map(|v| v.variants.clone()).unwrap_or_default();
+        if !variants.iter().any(|v| v == variant) {
+            if variants.len() >= vary::MAX_VARIANTS {
+                self.metrics.vary_refused.inc();
+                debug!("{}: {} variants stored, no more", url.key, variants.len());
+                return false;
+            }
+            variants.push(variant.to_string());
+        }
+        let index = Entry::new(
+            url.key.clone(),
+            url.hash,
+            times,
+            crate::json_error::bare_header(http::StatusCode::OK),
+            Vec::new(),
+        )
+        .with_vary(VaryIndex {
+            names: names.to_vec(),
+            variants,
+        });
+        let info = StoreInfo {
+            route: &route.name,
+            watch_changes: false,
+            config: &want.config,
+            shared_copy: false,
+        };
+        self.storage.store(index, info).await;
+        true
     }
 
     /// A 304 for the stale copy: its header updated with the 304's (RFC 9111 4.3.4), its
@@ -425,8 +525,28 @@ impl Fills {
             kept,
             shared: kept.any() || route.mode == Mode::Forced,
             upstream_status: Some(304),
+            variant: None,
         }
     }
+}
+
+/// The URL's own canonical form of a key that may be a variant's.
+pub(super) fn url_of(c: &Canonical) -> Canonical {
+    let key = vary::url_key(&c.key).to_string();
+    Canonical {
+        hash: pingora::cache::key::hash_key(&key),
+        key,
+        ..c.clone()
+    }
+}
+
+/// Forwarded headers as a map, to choose a variant by.
+pub(super) fn forwarded_map(forward: &[(http::HeaderName, http::HeaderValue)]) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for (n, v) in forward {
+        map.append(n.clone(), v.clone());
+    }
+    map
 }
 
 /// An answer kept for the requests of one fill only: framed, never stored. Cookies stay

@@ -289,7 +289,13 @@ impl RentCache {
         };
         if !routes::allows_method(route, &method) {
             let mut allow = vec!["GET", "HEAD"];
-            allow.extend(route.pass_through_methods.listed().iter().map(http::Method::as_str));
+            allow.extend(
+                route
+                    .pass_through_methods
+                    .listed()
+                    .iter()
+                    .map(http::Method::as_str),
+            );
             let mut headers = cors_headers(session, ctx);
             headers.push(("allow", allow.join(", ")));
             let msg = format!("{method} is not allowed here; use {}", allow.join(" or "));
@@ -471,8 +477,7 @@ impl ProxyHttp for RentCache {
     ) -> Result<()> {
         outcome::decorate(resp, session, ctx);
         // The origin forbade transforming it, or the route is not to be compressed.
-        if ctx.route().is_some_and(|r| !r.compress) || crate::policy::encoding::no_transform(resp)
-        {
+        if ctx.route().is_some_and(|r| !r.compress) || crate::policy::encoding::no_transform(resp) {
             if let Some(c) = session
                 .downstream_modules_ctx
                 .get_mut::<ResponseCompression>()
@@ -599,7 +604,11 @@ impl RentCache {
             .get(http::header::HOST)
             .and_then(|v| v.to_str().ok())
             .or(req.uri.authority().map(|a| a.as_str()));
-        let mut targets = vec![req.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string()];
+        let mut targets = vec![req
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string()];
         for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
             let Some(uri) = resp
                 .headers
@@ -625,7 +634,12 @@ impl RentCache {
             .flatten()
             .collect();
         if !keys.is_empty() {
-            debug!("{} {}: invalidating {}", req.method, ctx.key(), keys.join(", "));
+            debug!(
+                "{} {}: invalidating {}",
+                req.method,
+                ctx.key(),
+                keys.join(", ")
+            );
             self.storage.purge_keys(&keys, false, None).await;
         }
     }

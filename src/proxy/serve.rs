@@ -15,6 +15,7 @@ use super::fill::{FillOutcome, Filled, How, Refresh, Refreshing, Want};
 use super::RentCache;
 use crate::config::Mode;
 use crate::policy::outer::CacheStatus;
+use crate::policy::{key, vary};
 use crate::storage::Entry;
 use crate::upstream::{Failure, FetchError};
 
@@ -53,17 +54,20 @@ impl RentCache {
     /// HIT); a key hot enough gets a refresh in the background first. Otherwise `None`, and
     /// `ctx.lookup` holds what the lookup found for the rest of the request.
     pub(super) async fn find_fresh(&self, req: &RequestHeader, ctx: &mut Ctx) -> Option<Found> {
-        let c = ctx.canonical.clone()?;
         if matches!(ctx.lookup, Lookup::NotYet) {
-            ctx.lookup = match self
-                .storage
-                .find_usable(&c.hash, Some(&c.key), SystemTime::now())
-                .await
-            {
-                Some((entry, tier)) => Lookup::Found(entry, tier),
-                None => Lookup::Nothing,
-            };
+            let c = ctx.canonical.clone()?;
+            ctx.lookup = self.look_up(&c).await;
         }
+        // The URL's answers vary on request headers: its key holds the index of its
+        // variants, and this request's is looked up in turn.
+        if let Lookup::Found(index, _) = &ctx.lookup {
+            if let (Some(v), Some(c)) = (index.vary.clone(), ctx.canonical.clone()) {
+                let variant = Arc::new(vary::variant(&c, &v.names, &req.headers));
+                ctx.lookup = self.look_up(&variant).await;
+                ctx.canonical = Some(variant);
+            }
+        }
+        let c = ctx.canonical.clone()?;
         let Lookup::Found(entry, tier) = &ctx.lookup else {
             return None;
         };
@@ -91,11 +95,7 @@ impl RentCache {
                 .throttle
                 .spare(&ctx.config.upstream.budget)
         {
-            let want = Want {
-                canonical: c,
-                config: ctx.config.clone(),
-                stale: Some(entry.clone()),
-            };
+            let want = self.want(req, ctx, c, Some(entry.clone()));
             // Visitors keep getting the fresh copy while it is refreshed.
             let _ = self.fills.refresh(want, Refresh::RefreshAhead);
         }
@@ -103,6 +103,51 @@ impl RentCache {
         served.tier = Some(tier);
         ctx.served = Some(served);
         Some(self.shape(req, ctx, entry, true).await)
+    }
+
+    /// The variant this request selects, when `outcome` is another variant of its URL.
+    fn other_variant(
+        &self,
+        req: &RequestHeader,
+        ctx: &Ctx,
+        outcome: &FillOutcome,
+    ) -> Option<Arc<key::Canonical>> {
+        let (names, filled) = outcome.as_ref().ok()?.variant.as_ref()?;
+        let url = fill::url_of(ctx.canonical.as_ref()?);
+        let own = vary::variant(&url, names, &req.headers);
+        (own.key != *filled).then(|| Arc::new(own))
+    }
+
+    /// What a lookup of `c` finds.
+    async fn look_up(&self, c: &key::Canonical) -> Lookup {
+        match self
+            .storage
+            .find_usable(&c.hash, Some(&c.key), SystemTime::now())
+            .await
+        {
+            Some((entry, tier)) => Lookup::Found(entry, tier),
+            None => Lookup::Nothing,
+        }
+    }
+
+    /// A fill of `canonical` for this request.
+    fn want(
+        &self,
+        req: &RequestHeader,
+        ctx: &Ctx,
+        canonical: Arc<key::Canonical>,
+        stale: Option<Arc<Entry>>,
+    ) -> Want {
+        let forward = ctx
+            .route()
+            .map(|r| crate::upstream::forwarded(&ctx.config, r, req))
+            .unwrap_or_default();
+        Want {
+            canonical,
+            config: ctx.config.clone(),
+            stale,
+            forward,
+        }
     }
 
     /// The answer for a key with no fresh copy.
@@ -123,12 +168,17 @@ impl RentCache {
             let e = Arc::new(Failure::Other("unrouted".into()).into());
             return self.answer_failed(req, ctx, None, &e).await;
         };
-        let want = Want {
-            canonical,
-            config: ctx.config.clone(),
-            stale: found.as_ref().map(|(e, _)| e.clone()),
-        };
-        let (outcome, joined) = self.fills.fill(want).await;
+        let want = self.want(req, ctx, canonical, found.as_ref().map(|(e, _)| e.clone()));
+        let (mut outcome, mut joined) = self.fills.fill(want).await;
+        // The fill it joined brought an answer that varies, and another variant than this
+        // request selects: its own variant is filled (joining others that select it).
+        if let Some(own) = joined
+            .then(|| self.other_variant(req, ctx, &outcome))
+            .flatten()
+        {
+            ctx.canonical = Some(own.clone());
+            (outcome, joined) = self.fills.fill(self.want(req, ctx, own, None)).await;
+        }
         ctx.coalesced = joined;
         let found = match (&outcome, found) {
             // No copy was found, and now there is no answer either: look once more (a tier
@@ -160,11 +210,7 @@ impl RentCache {
         let mut served = Served::new(CacheStatus::Updating);
         served.tier = Some(tier);
         if let Some(canonical) = ctx.canonical.clone() {
-            let want = Want {
-                canonical,
-                config: ctx.config.clone(),
-                stale: Some(entry.clone()),
-            };
+            let want = self.want(req, ctx, canonical, Some(entry.clone()));
             if let Refreshing::Failed(f) = self.fills.refresh(want, Refresh::StaleWhileRevalidate) {
                 served.status = CacheStatus::Stale;
                 served.upstream_status = upstream_status(&f);
@@ -232,11 +278,7 @@ impl RentCache {
             let e = Arc::new(Failure::Other("unrouted".into()).into());
             return self.answer_failed(req, ctx, stale, &e).await;
         };
-        let want = Want {
-            canonical,
-            config: ctx.config.clone(),
-            stale: None,
-        };
+        let want = self.want(req, ctx, canonical, None);
         match self.fills.fetch_alone(&want).await {
             Ok(f) => {
                 let status = f.header.status.as_u16();

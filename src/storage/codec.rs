@@ -2,8 +2,10 @@
 //! truncated or foreign value is recognised and read as a miss, never as content.
 //!
 //! ```text
-//! "RCE3" | u32 key len | key | u32 times len | times | u32 header len | header
-//!        | u32 tags len | tags (joined by '\n') | u64 body len | body   (integers big-endian)
+//! "RCE4" | u32 key len | key | u32 times len | times | u32 header len | header
+//!        | u32 tags len | tags (joined by '\n')
+//!        | u32 vary len | vary (empty, or names joined by ',' then '\n' and variant keys)
+//!        | u64 body len | body   (integers big-endian)
 //! times:  u64 fresh_until | u64 created | u64 updated (µs since the epoch) | u32 swr | u32 sie
 //! header: u16 status, then per field: u16 name len | name | u32 value len | value
 //! ```
@@ -17,9 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Buf, BufMut, Bytes};
 use pingora::http::ResponseHeader;
 
-use super::{Entry, EntryTimes};
+use super::{Entry, EntryTimes, VaryIndex};
 
-const MAGIC: &[u8; 4] = b"RCE3";
+const MAGIC: &[u8; 4] = b"RCE4";
 const TIMES_LEN: usize = 3 * 8 + 2 * 4;
 /// Room for the headers each response adds on the way out (see `validators::without_case`).
 const ADDED_HEADERS: usize = 8;
@@ -128,10 +130,23 @@ pub fn encode_head(entry: &Entry) -> Vec<u8> {
     encode_times(&entry.times, &mut times);
     let header = encode_header(&entry.header);
     let tags = entry.tags.join("\n");
-    let mut out =
-        Vec::with_capacity(4 + 16 + 8 + entry.key.len() + TIMES_LEN + header.len() + tags.len());
+    let vary = entry.vary.as_ref().map_or_else(String::new, |v| {
+        std::iter::once(v.names.join(","))
+            .chain(v.variants.iter().cloned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let mut out = Vec::with_capacity(
+        4 + 20 + 8 + entry.key.len() + TIMES_LEN + header.len() + tags.len() + vary.len(),
+    );
     out.put_slice(MAGIC);
-    for part in [entry.key.as_bytes(), &times, &header, tags.as_bytes()] {
+    for part in [
+        entry.key.as_bytes(),
+        &times,
+        &header,
+        tags.as_bytes(),
+        vary.as_bytes(),
+    ] {
         out.put_u32(part.len() as u32);
         out.put_slice(part);
     }
@@ -166,6 +181,7 @@ pub fn decode(value: Bytes, hash: pingora::cache::key::HashBinary) -> Result<Ent
     let (times, rest) = length_prefixed(rest)?;
     let (header, rest) = length_prefixed(rest)?;
     let (tags, rest) = length_prefixed(rest)?;
+    let (vary, rest) = length_prefixed(rest)?;
     let (body_len, body) = rest
         .split_first_chunk::<8>()
         .ok_or(DecodeError::Truncated)?;
@@ -183,13 +199,31 @@ pub fn decode(value: Bytes, hash: pingora::cache::key::HashBinary) -> Result<Ent
         .filter(|t| !t.is_empty())
         .map(str::to_string)
         .collect();
+    let vary = std::str::from_utf8(vary).map_err(|_| DecodeError::BadMeta("vary".into()))?;
+    let vary = (!vary.is_empty()).then(|| {
+        let mut lines = vary.split('\n');
+        let names = lines
+            .next()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::to_string)
+            .collect();
+        VaryIndex {
+            names,
+            variants: lines.map(str::to_string).collect(),
+        }
+    });
     let body = if body.is_empty() {
         Vec::new()
     } else {
         // A view into the value read from Redis: no copy.
         vec![value.slice(value.len() - body.len()..)]
     };
-    Ok(Entry::new(key, hash, times, header, body).with_tags(tags))
+    let entry = Entry::new(key, hash, times, header, body).with_tags(tags);
+    Ok(match vary {
+        Some(v) => entry.with_vary(v),
+        None => entry,
+    })
 }
 
 /// A `u32` length and that many bytes, and what follows them.
@@ -263,6 +297,14 @@ mod tests {
         let tagged = entry().with_tags(vec!["route:a".into(), "property:7".into()]);
         let d = decode(value(&tagged), tagged.hash).unwrap();
         assert_eq!(d.tags, ["route:a", "property:7"]);
+        assert!(d.vary.is_none());
+        let index = VaryIndex {
+            names: vec!["accept".into(), "accept-language".into()],
+            variants: vec!["/p?a=1\u{1f}accept=x".into(), "/p?a=1\u{1f}accept=y".into()],
+        };
+        let marked = entry().with_vary(index.clone());
+        let d = decode(value(&marked), marked.hash).unwrap();
+        assert_eq!(d.vary.as_deref(), Some(&index));
         assert_eq!(d.body.concat(), b"[1,2,3]");
         let _ = SystemTime::now();
     }
@@ -285,8 +327,8 @@ mod tests {
             decode(Bytes::from_static(b"hello world, not ours"), e.hash).unwrap_err(),
             DecodeError::Foreign
         );
-        let mut bad_meta = b"RCE3".to_vec();
-        for part in [&b"k"[..], b"garbage", b"garbage", b""] {
+        let mut bad_meta = b"RCE4".to_vec();
+        for part in [&b"k"[..], b"garbage", b"garbage", b"", b""] {
             bad_meta.extend_from_slice(&(part.len() as u32).to_be_bytes());
             bad_meta.extend_from_slice(part);
         }

@@ -1,11 +1,16 @@
 //! One cached response, decoded and ready to send: times, header and body chunks.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use pingora::cache::key::HashBinary;
 use pingora::cache::CacheMeta;
 use pingora::http::ResponseHeader;
+
+/// How long, at least, an expired entry with the origin's validators is kept to be
+/// revalidated.
+const KEEP_FOR_REVALIDATION: Duration = Duration::from_secs(600);
 
 /// The freshness times the policy gave an entry (storage keeps them, never computes them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +59,14 @@ pub fn footprint(n: usize) -> usize {
     (n + step - 1) & !(step - 1)
 }
 
+/// What a URL's key holds when its answers vary on request headers (RFC 9111 4.1): the
+/// headers, and the keys of the variants stored. It is an entry of its own, with no body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaryIndex {
+    pub names: Vec<String>,
+    pub variants: Vec<String>,
+}
+
 /// A response head the proxy rendered for an entry, with what it was rendered for. Storage
 /// only keeps it with its entry, so that it goes when the entry goes.
 #[derive(Debug)]
@@ -82,6 +95,8 @@ pub struct Entry {
     /// What purges select it by (`route:NAME`, `property:N`): also what outer caches are
     /// told, as surrogate keys.
     pub tags: Vec<String>,
+    /// Set when this entry is a URL's index of variants rather than an answer.
+    pub vary: Option<Arc<VaryIndex>>,
 }
 
 impl Entry {
@@ -108,7 +123,14 @@ impl Entry {
             derived: false,
             rendered: Default::default(),
             tags: Vec::new(),
+            vary: None,
         }
+    }
+
+    /// This entry as the index of a URL's variants.
+    pub fn with_vary(mut self, index: VaryIndex) -> Entry {
+        self.vary = Some(Arc::new(index));
+        self
     }
 
     /// This entry with its tags.
@@ -152,6 +174,7 @@ impl Entry {
             derived: self.derived,
             rendered: Default::default(),
             tags: self.tags.clone(),
+            vary: self.vary.clone(),
         }
     }
 
@@ -177,11 +200,14 @@ impl Entry {
         if !crate::policy::validators::has_origin_validator(&self.header) {
             return base;
         }
+        // At least a while, for answers the origin marks stale at once (`no-cache`, max-age=0):
+        // they are worth keeping precisely to be revalidated.
         let lifetime = self
             .times
             .fresh_until
             .duration_since(self.times.updated)
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .max(KEEP_FOR_REVALIDATION);
         base.max(self.times.fresh_until + lifetime)
     }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::cache::key::HashBinary;
 
-pub use entry::{Entry, EntryTimes, RenderedHead};
+pub use entry::{Entry, EntryTimes, RenderedHead, VaryIndex};
 pub use index::TagIndex;
 pub use keeper::RedisKeeper;
 pub use memory::MemoryTier;

@@ -126,20 +126,24 @@ impl TieredStorage {
         except: Option<&str>,
     ) -> Vec<String> {
         let mut purged = Vec::new();
-        for k in keys {
+        let mut queue: Vec<String> = keys.to_vec();
+        while let Some(k) = queue.pop() {
             if except == Some(k.as_str()) {
                 continue;
             }
-            if self
-                .invalidate(&pingora::cache::key::hash_key(k), soft)
-                .await
-            {
+            let hash = pingora::cache::key::hash_key(&k);
+            // A URL whose answers vary: its variants go with it.
+            if let Some(index) = self.first(&hash).await.and_then(|e| e.vary.clone()) {
+                queue.extend(index.variants.iter().filter(|v| **v != k).cloned());
+            }
+            if self.invalidate(&hash, soft).await {
                 purged.push(k.clone());
             }
             if !soft {
-                self.index.forget(k);
+                self.index.forget(&k);
             }
         }
+        purged.sort();
         purged
     }
 
@@ -403,7 +407,7 @@ impl TieredStorage {
     }
 
     /// The first copy of `hash` found, fastest tier first.
-    async fn first(&self, hash: &HashBinary) -> Option<Arc<Entry>> {
+    pub async fn first(&self, hash: &HashBinary) -> Option<Arc<Entry>> {
         for tier in &self.tiers {
             if let Ok(Some(e)) = tier.get(hash).await {
                 return Some(e);

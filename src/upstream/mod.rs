@@ -114,6 +114,8 @@ pub struct FetchRequest<'a> {
     pub headers: &'a [(String, String)],
     /// Ask for a 304 if the upstream's copy still matches these.
     pub validators: Option<&'a Validators>,
+    /// The request's own headers that an `honor_origin` upstream may vary on.
+    pub forward: &'a [(http::HeaderName, http::HeaderValue)],
 }
 
 impl FetchRequest<'_> {
@@ -276,6 +278,9 @@ impl Upstream {
         let target = self.upstream_target(r.config, r.target);
         let mut req = RequestHeader::build(http::Method::GET, target.as_bytes(), Some(8))
             .map_err(|_| Failure::Other("the canonical target is not a request target".into()))?;
+        for (name, value) in r.forward {
+            let _ = req.append_header(name.clone(), value.clone());
+        }
         for (name, value) in r.headers {
             let _ = req.insert_header(name.clone(), value.as_str());
         }
@@ -387,6 +392,42 @@ pub fn clean_response(config: &Config, header: &mut ResponseHeader) {
     for name in &config.upstream.drop_headers {
         header.remove_header(name);
     }
+}
+
+/// The headers of a client's request that a fill for it forwards: on `honor_origin` routes,
+/// its end-to-end headers (an origin that speaks HTTP may vary on any of them), minus what
+/// describes the hop or the client's own state (credentials, conditionals, ranges: a fill is
+/// a full, shareable request) and what rentcache sets itself. Forced routes forward only what
+/// the key says.
+pub fn forwarded(
+    config: &Config,
+    route: &Route,
+    req: &RequestHeader,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    if route.mode != crate::config::Mode::HonorOrigin {
+        return Vec::new();
+    }
+    req.headers
+        .iter()
+        .filter(|(name, _)| {
+            let n = name.as_str();
+            !HOP_HEADERS.contains(&n)
+                && !n.starts_with("if-")
+                && !matches!(
+                    n,
+                    "range"
+                        | "cookie"
+                        | "authorization"
+                        | "transfer-encoding"
+                        | "content-length"
+                        | "expect"
+                )
+                && n != config.upstream.token_name
+                && !route.key_header_names.contains(name)
+                && !config.key.params_from_header_names.contains(name)
+        })
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
 }
 
 /// Whether a complete answer is content: 429 and 5xx are failures (with the origin's own

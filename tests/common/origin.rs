@@ -31,6 +31,26 @@ pub enum Fault {
     BadToken(&'static str),
     /// `103 Early Hints` first, then a good 200 (`None`) or this status.
     EarlyHints(Option<u16>),
+    /// A well-formed answer with these headers: a JSON array of the key's record, which
+    /// shows the value of the request header `echo` names (for `Vary`), and the request's
+    /// method. Status 304 sends no body.
+    Answer {
+        status: u16,
+        headers: Vec<(String, String)>,
+        echo: Option<String>,
+    },
+}
+
+/// An answer with `headers` (see `Fault::Answer`).
+pub fn answer(status: u16, headers: &[(&str, &str)], echo: Option<&str>) -> Fault {
+    Fault::Answer {
+        status,
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        echo: echo.map(str::to_string),
+    }
 }
 
 /// The JPEG the media answers carry (a valid header is all a body check looks at).
@@ -39,9 +59,14 @@ pub const JPEG: &[u8] = &[
     0x00, 0x01, 0x00, 0x00, 0xFF, 0xD9,
 ];
 
+/// A request's method and its headers (lower-case names).
+pub type SeenRequest = (String, Vec<(String, String)>);
+
 struct State {
     faults: Mutex<HashMap<String, Fault>>,
     calls: Mutex<HashMap<String, u64>>,
+    /// The last request's method and headers, per key.
+    last: Mutex<HashMap<String, SeenRequest>>,
     /// Part of every good body, so that a refreshed answer differs from an older one.
     version: AtomicU64,
 }
@@ -83,6 +108,7 @@ impl Origin {
         let state = Arc::new(State {
             faults: Mutex::new(HashMap::new()),
             calls: Mutex::new(HashMap::new()),
+            last: Mutex::new(HashMap::new()),
             version: AtomicU64::new(1),
         });
         let shared = state.clone();
@@ -142,6 +168,11 @@ impl Origin {
         };
     }
 
+    /// The method and headers (lower-case names) of the last request for `key`.
+    pub fn last_request(&self, key: &str) -> Option<SeenRequest> {
+        self.state.last.lock().unwrap().get(key).cloned()
+    }
+
     /// Requests received for `key`.
     pub fn calls(&self, key: &str) -> u64 {
         self.state
@@ -183,8 +214,9 @@ pub fn is_good_body(body: &[u8], key: &str, bare: bool) -> bool {
             })
 }
 
-/// One request head: its target and headers, lower-cased names.
+/// One request head: its method, target and headers, lower-cased names.
 struct Head {
+    method: String,
     target: String,
     headers: Vec<(String, String)>,
 }
@@ -195,6 +227,7 @@ async fn read_head<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Option
         let mut req = httparse::Request::new(&mut headers);
         if let Ok(httparse::Status::Complete(len)) = req.parse(buf) {
             let head = Head {
+                method: req.method.unwrap_or("GET").to_string(),
                 target: req.path.unwrap_or("/").to_string(),
                 headers: req
                     .headers
@@ -292,6 +325,26 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     while let Some(head) = read_head(&mut s, &mut buf).await {
         let key = key_of(&head.target);
         *state.calls.lock().unwrap().entry(key.clone()).or_insert(0) += 1;
+        state
+            .last
+            .lock()
+            .unwrap()
+            .insert(key.clone(), (head.method.clone(), head.headers.clone()));
+        // A request with a body (a POST passed through): read past it.
+        let body_len: usize = head
+            .headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < body_len {
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..body_len);
         let fault = state.faults.lock().unwrap().get(&key).cloned();
         let bare = head
             .headers
@@ -347,6 +400,41 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Some(Fault::BadToken(body)) => {
                 [ok_head(body.len()).into_bytes(), body.as_bytes().to_vec()].concat()
+            }
+            Some(Fault::Answer {
+                status,
+                headers,
+                echo,
+            }) => {
+                let echoed = echo.as_ref().map(|name| {
+                    head.headers
+                        .iter()
+                        .filter(|(n, _)| n == name)
+                        .map(|(_, v)| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                });
+                let body = if status == 304 {
+                    String::new()
+                } else {
+                    serde_json::json!([{"propref": key, "echo": echoed, "method": head.method,
+                        "v": version}])
+                    .to_string()
+                };
+                let mut out = format!("HTTP/1.1 {status} X\r\n");
+                let has = |n: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
+                if !has("content-type") && status != 304 {
+                    out.push_str("content-type: application/json\r\n");
+                }
+                for (k, v) in &headers {
+                    out.push_str(&format!("{k}: {v}\r\n"));
+                }
+                if status != 304 && !has("content-length") {
+                    out.push_str(&format!("content-length: {}\r\n", body.len()));
+                }
+                out.push_str("\r\n");
+                out.push_str(&body);
+                out.into_bytes()
             }
             Some(Fault::EarlyHints(then)) => {
                 let hints = b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n";
