@@ -7,11 +7,12 @@
     python3 bench/miss.py --only overhead|mix|degrade
 
 1. Miss overhead. The simulator answers at a fixed latency (20 ms, no jitter); 1,000
-   distinct keys are asked one after another, directly from the simulator and through
-   rentcache (memory tier only), over plain HTTP and over HTTPS (the simulator with the test
-   CA of tests/tls). Overhead = latency through rentcache - latency direct, p50 and p99 of
-   the per-request difference (requests paired by key). Also reported: TLS handshakes per
-   1,000 misses (rentcache's rentcache_upstream_connections_total{kind="new"}).
+   distinct keys are asked one after another, through rentcache (memory tier only) and
+   directly from the simulator, in turn, key by key, over plain HTTP and over HTTPS (the
+   simulator with the test CA of tests/tls). Overhead = latency through rentcache - latency
+   direct, p50 and p99 of the per-request difference. nginx and Varnish (the reference
+   configs, plain HTTP upstream) are measured the same way, same run. Also reported: TLS
+   handshakes per 1,000 misses (rentcache_upstream_connections_total{kind="new"}).
 2. Cold Zipf mix (issue 13): 50 keep-alive clients (wrk) on 2,000 distinct URLs drawn by
    Zipf rank, from cold, against an origin at a fixed 150 ms; rentcache (one thread, the
    shipped adaptive limit up to max_concurrent: 256) and Varnish (the reference VCL), each
@@ -105,53 +106,67 @@ def metrics(p):
     return out
 
 
-def timed_gets(port, paths, tls=False):
-    """Latency (ms) of each path, asked one after another on one keep-alive connection."""
-    if tls:
-        ctx = ssl.create_default_context(cafile=os.path.join(TLS, "ca.pem"))
-        c = http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=ctx)
-    else:
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    out = []
-    for path in paths:
-        t0 = time.perf_counter()
-        c.request("GET", path)
-        r = c.getresponse()
-        r.read()
-        out.append((time.perf_counter() - t0) * 1000)
-        if r.status != 200:
-            raise RuntimeError(f"{path}: {r.status}")
-    c.close()
-    return out
-
-
 def pct(xs, p):
     s = sorted(xs)
     return s[min(len(s) - 1, int(len(s) * p / 100))]
 
 
-def overhead(work, binary, label, tls, n=1000):
+def paired_gets(via_port, direct_port, paths, tls=False):
+    """Latency (ms) of each path through the server and directly from the origin, asked in
+    turn (via, then direct, key by key) on two keep-alive connections, so that whatever else
+    the machine does weighs on both alike."""
+    def conn(port, https):
+        if https:
+            ctx = ssl.create_default_context(cafile=os.path.join(TLS, "ca.pem"))
+            return http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=ctx)
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def timed(c, path):
+        t0 = time.perf_counter()
+        c.request("GET", path)
+        r = c.getresponse()
+        r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{path}: {r.status}")
+        return (time.perf_counter() - t0) * 1000
+
+    via_c, direct_c = conn(via_port, False), conn(direct_port, tls)
+    via, direct = [], []
+    for path in paths:
+        via.append(timed(via_c, path))
+        direct.append(timed(direct_c, path))
+    via_c.close()
+    direct_c.close()
+    return via, direct
+
+
+def overhead(work, binary, label, tls, n=1000, peer=None):
+    """What one server adds to a miss: rentcache (`binary`), or nginx or Varnish (`peer`,
+    their reference configs, plain HTTP upstream only: Varnish has no TLS backends)."""
     s = sim(work, 20, tls=tls)
     try:
         origin = f"https://127.0.0.1:{s.tls_port}" if tls else f"http://127.0.0.1:{s.port}"
         env = {"SSL_CERT_FILE": os.path.join(TLS, "ca.pem")} if tls else None
-        rc = rentcache(work, origin, binary=binary, ca=(binary == BIN), env=env)
+        if peer:
+            rc = compare.start_server(peer, work, f"127.0.0.1:{s.port}")
+        else:
+            rc = rentcache(work, origin, binary=binary, ca=(binary == BIN), env=env)
+        ours = binary == BIN and not peer
         try:
             paths = [f"/propertyadvertising.php?rob=rent&limit=1&page={i}" for i in range(1, n + 1)]
             warm = [f"/propertyadvertising.php?rob=sale&limit=1&page={i}" for i in range(1, 51)]
-            timed_gets(rc.port, warm)                        # connections and code paths warm
-            timed_gets(s.tls_port if tls else s.port, warm, tls=tls)
-            before = metrics(rc) if binary == BIN else {}
-            via = timed_gets(rc.port, paths)
-            direct = timed_gets(s.tls_port if tls else s.port, paths, tls=tls)
-            after = metrics(rc) if binary == BIN else {}
+            direct_port = s.tls_port if tls else s.port
+            paired_gets(rc.port, direct_port, warm, tls=tls)   # connections and code paths warm
+            before = metrics(rc) if ours else {}
+            via, direct = paired_gets(rc.port, direct_port, paths, tls=tls)
+            after = metrics(rc) if ours else {}
             diff = [v - d for v, d in zip(via, direct)]
             new = after.get('rentcache_upstream_connections_total{kind="new"}', 0) - \
                 before.get('rentcache_upstream_connections_total{kind="new"}', 0)
-            return {"label": label, "tls": tls, "misses": n,
+            return {"label": peer or label, "tls": tls, "misses": n,
                     "direct_p50_ms": pct(direct, 50), "via_p50_ms": pct(via, 50),
                     "added_p50_ms": pct(diff, 50), "added_p99_ms": pct(diff, 99),
-                    "handshakes_per_1000": (new * 1000 / n) if binary == BIN else None}
+                    "handshakes_per_1000": (new * 1000 / n) if ours else None}
         finally:
             rc.stop()
     finally:
@@ -281,6 +296,10 @@ def main():
                     r = overhead(work, binary, label, tls)
                     print(json.dumps(r))
                     rows.append(r)
+            for peer in ("nginx", "varnish"):
+                r = overhead(work, BIN, "", False, peer=peer)
+                print(json.dumps(r))
+                rows.append(r)
             results["overhead"] = rows
         if args.only in (None, "mix"):
             rows = [cold_mix(work, name, args.duration) for name in ("rentcache", "varnish")]
