@@ -1,0 +1,264 @@
+//! `/media/...` over real sockets, with the simulator's real JPEGs and PDFs: the files the
+//! base64 held, HTTP semantics of files (ETag, 304, Range, HEAD), variants (dimensions,
+//! EXIF orientation, WebP only when accepted), one Rentman call per file, the image pool's
+//! limit, decompression bombs and corrupt files, purges.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use common::*;
+
+const WEBP_ACCEPT: &str = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8";
+
+/// Every record of the simulator's full list (through the proxy).
+fn records(proxy: &Proxy) -> Vec<serde_json::Value> {
+    let r = proxy.get("/propertyadvertising.php?noimage=1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json().as_array().expect("a list").clone()
+}
+
+fn field(r: &serde_json::Value, name: &str) -> Option<String> {
+    r[name]
+        .as_str()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// The bytes Rentman's JSON answer holds for `filename` (fetched through the proxy).
+fn base64_file(proxy: &Proxy, filename: &str) -> Vec<u8> {
+    let r = proxy.get(&format!("/propertymedia.php?filename={filename}"));
+    assert_eq!(r.status, 200);
+    let item = &r.json()[0];
+    let data: String = item["base64data"]
+        .as_str()
+        .expect("base64data")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .expect("base64")
+}
+
+fn decode_jpeg(bytes: &[u8]) -> turbojpeg::Image<Vec<u8>> {
+    turbojpeg::decompress(bytes, turbojpeg::PixelFormat::RGB).expect("a JPEG")
+}
+
+/// A lossy WebP's size, from its VP8 frame header.
+fn webp_size(b: &[u8]) -> (u32, u32) {
+    assert_eq!(&b[..4], b"RIFF");
+    assert_eq!(&b[8..16], b"WEBPVP8 ");
+    assert_eq!(&b[23..26], &[0x9d, 0x01, 0x2a], "a VP8 key frame");
+    let w = u16::from_le_bytes([b[26], b[27]]) & 0x3fff;
+    let h = u16::from_le_bytes([b[28], b[29]]) & 0x3fff;
+    (u32::from(w), u32::from(h))
+}
+
+fn has_exif_orientation_6(jpeg: &[u8]) -> bool {
+    jpeg.windows(10)
+        .any(|w| w == [0x01, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01, 0x00, 0x06])
+}
+
+#[test]
+fn originals_are_the_files_the_base64_held_with_file_semantics() {
+    let sim = Sim::start(&[]);
+    let proxy = Proxy::rentman(&sim, &[]);
+    let all = records(&proxy);
+    let photo = all
+        .iter()
+        .find_map(|r| field(r, "photo1"))
+        .expect("a property with photos");
+    let pdf = all
+        .iter()
+        .find_map(|r| field(r, "brochure").filter(|b| b.ends_with(".pdf")))
+        .expect("a PDF brochure");
+
+    let expected = base64_file(&proxy, &photo);
+    let calls = sim.api_calls();
+    let r = proxy.get(&format!("/media/{photo}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, expected, "the bytes the base64 held");
+    assert_eq!(r.header("content-type"), Some("image/jpeg"));
+    assert_eq!(
+        r.header("content-length"),
+        Some(&*expected.len().to_string())
+    );
+    assert_eq!(
+        r.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    let etag = r.header("etag").expect("an ETag").to_string();
+    assert!(etag.starts_with('"'), "a strong ETag: {etag}");
+    assert_eq!(
+        sim.api_calls(),
+        calls,
+        "the file came from the JSON answer already cached"
+    );
+
+    // A second request is a hit, from the front door.
+    let again = proxy.get(&format!("/media/{photo}"));
+    assert_eq!(again.header("x-cache-status"), Some("HIT"));
+    assert_eq!(again.body, expected);
+    assert_eq!(again.header("etag"), Some(etag.as_str()));
+
+    let head = request("HEAD", &proxy.url(&format!("/media/{photo}")), &[], b"");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("content-length"),
+        Some(&*expected.len().to_string())
+    );
+
+    let not_modified = get(
+        &proxy.url(&format!("/media/{photo}")),
+        &[("if-none-match", &etag)],
+    );
+    assert_eq!(not_modified.status, 304);
+    assert!(not_modified.body.is_empty());
+
+    // Ranges (PDF viewers read them), and a range past the end.
+    let pdf_bytes = base64_file(&proxy, &pdf);
+    let part = get(
+        &proxy.url(&format!("/media/{pdf}")),
+        &[("range", "bytes=100-1099")],
+    );
+    assert_eq!(part.status, 206, "{}", part.text());
+    assert_eq!(part.body, &pdf_bytes[100..1100]);
+    assert_eq!(
+        part.header("content-range"),
+        Some(&*format!("bytes 100-1099/{}", pdf_bytes.len()))
+    );
+    let whole = proxy.get(&format!("/media/{pdf}"));
+    assert_eq!(whole.body, pdf_bytes);
+    assert_eq!(whole.header("content-type"), Some("application/pdf"));
+    assert_eq!(
+        whole.header("content-disposition"),
+        Some(&*format!("inline; filename=\"{pdf}\""))
+    );
+    let past = get(
+        &proxy.url(&format!("/media/{pdf}")),
+        &[("range", "bytes=99999999-")],
+    );
+    assert_eq!(past.status, 416);
+
+    // Clean JSON errors.
+    let unknown = proxy.get("/media/00000000-0000-0000-0000-000000000000.jpg");
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"]["code"], "no_such_file");
+    assert_eq!(unknown.header("cache-control"), Some("no-store"));
+    let variant = proxy.get(&format!("/media/huge/{photo}"));
+    assert_eq!(variant.status, 404);
+    assert_eq!(variant.json()["error"]["code"], "unknown_variant");
+    let message = variant.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for known in ["thumbnail", "card", "hero"] {
+        assert!(message.contains(known), "{message}");
+    }
+    let post = request("POST", &proxy.url(&format!("/media/{photo}")), &[], b"");
+    assert_eq!(post.status, 405);
+    let pdf_variant = proxy.get(&format!("/media/card/{pdf}"));
+    assert_eq!(pdf_variant.status, 415);
+    assert_eq!(pdf_variant.json()["error"]["code"], "no_variant");
+}
+
+#[test]
+fn variants_one_upstream_call_for_three_variants_two_formats_twenty_clients() {
+    let sim = Sim::start(&["--latency-ms", "200"]);
+    let proxy = Proxy::rentman(&sim, &[]);
+    let all = records(&proxy);
+    let photo = all
+        .iter()
+        .filter_map(|r| field(r, "photo2"))
+        .next()
+        .expect("a second photo");
+    let calls = sim.api_calls();
+    let url = Arc::new(proxy.url(""));
+    let photo_name = Arc::new(photo.clone());
+    let answers = concurrently(120, move |i| {
+        let variant = ["thumbnail", "card", "hero"][i % 3];
+        let webp = (i / 3) % 2 == 1;
+        let accept = if webp { WEBP_ACCEPT } else { "image/jpeg,*/*" };
+        let r = get(
+            &format!("{url}/media/{variant}/{photo_name}"),
+            &[("accept", accept)],
+        );
+        (variant, webp, r)
+    });
+    assert_eq!(
+        sim.api_calls() - calls,
+        1,
+        "one Rentman call for 3 variants x 2 formats x 20 clients"
+    );
+    let mut seen = BTreeSet::new();
+    let original = base64_file(&proxy, &photo);
+    // The upright size: a quarter turn (EXIF 6) swaps the stored width and height.
+    let (ow, oh) = {
+        let img = decode_jpeg(&original);
+        let (w, h) = (img.width as u32, img.height as u32);
+        if has_exif_orientation_6(&original) {
+            (h, w)
+        } else {
+            (w, h)
+        }
+    };
+    for (variant, webp, r) in answers {
+        assert_eq!(r.status, 200, "{variant} {webp}: {}", r.text());
+        assert_eq!(r.header("vary"), Some("Accept"));
+        let want_w = match variant {
+            "thumbnail" => 320,
+            "card" => 640,
+            _ => 1600,
+        }
+        .min(ow);
+        let want = (
+            want_w,
+            (f64::from(oh) * f64::from(want_w) / f64::from(ow)).round() as u32,
+        );
+        let got = if webp {
+            assert_eq!(r.header("content-type"), Some("image/webp"));
+            webp_size(&r.body)
+        } else {
+            assert_eq!(r.header("content-type"), Some("image/jpeg"));
+            let img = decode_jpeg(&r.body);
+            (img.width as u32, img.height as u32)
+        };
+        assert_eq!(got, want, "{variant} webp={webp}");
+        assert!(r.body.len() < original.len(), "smaller than the original");
+        seen.insert((variant, webp, r.header("etag").unwrap().to_string()));
+    }
+    assert_eq!(seen.len(), 6, "one stored entry per variant and format");
+
+    // A photo taken with the camera turned: stored landscape with EXIF orientation 6,
+    // its variants portrait and without EXIF.
+    let turned = all
+        .iter()
+        .flat_map(|r| (1..=9).filter_map(move |i| field(r, &format!("photo{i}"))))
+        .find(|f| has_exif_orientation_6(&proxy.get(&format!("/media/{f}")).body))
+        .expect("a photo with EXIF orientation 6");
+    let r = proxy.get(&format!("/media/thumbnail/{turned}"));
+    assert_eq!(r.status, 200);
+    assert!(
+        !r.body.windows(4).any(|w| w == b"Exif"),
+        "metadata stripped"
+    );
+    let img = decode_jpeg(&r.body);
+    assert_eq!((img.width, img.height), (320, 427));
+    let px = |x: usize, y: usize| {
+        let i = y * img.pitch + x * 3;
+        img.pixels[i..i + 3]
+            .iter()
+            .map(|&c| u32::from(c))
+            .sum::<u32>()
+    };
+    assert!(
+        px(317, 200) > px(2, 200),
+        "the sky is on the right once turned"
+    );
+}
