@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use base64::Engine as _;
+use common::origin::{Fault, Origin};
 use common::*;
 
 const WEBP_ACCEPT: &str = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8";
@@ -261,4 +262,176 @@ fn variants_one_upstream_call_for_three_variants_two_formats_twenty_clients() {
         px(317, 200) > px(2, 200),
         "the sky is on the right once turned"
     );
+}
+
+/// The simulator's kind of photo with its frame header saying 60,000 x 60,000 pixels.
+fn bomb() -> Vec<u8> {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let palette = rentcache::simulator::jpeg::Palette::random(&mut rng);
+    let mut jpeg = rentcache::simulator::jpeg::padded_photo(&palette, None, 60_000, &mut rng);
+    let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    jpeg[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
+    jpeg
+}
+
+fn media_item(filename: &str, base64data: &str) -> &'static str {
+    let body = serde_json::json!([{
+        "propref": "5", "filename": filename, "caption": null,
+        "base64data": base64data, "imgorder": "1"
+    }]);
+    Box::leak(body.to_string().into_boxed_str())
+}
+
+fn memory_entries(proxy: &Proxy) -> u64 {
+    let r = get(
+        &proxy.admin_url("/stats"),
+        &[("authorization", "Bearer media-test")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["tiers"]["memory"]["entries"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("memory entries in {}", r.text()))
+}
+
+#[test]
+fn bombs_and_corrupt_files_get_clean_errors_and_nothing_is_stored() {
+    let origin = Origin::http();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    origin.set(
+        "bomb.jpg",
+        Some(Fault::BadToken(media_item("bomb.jpg", &b64.encode(bomb())))),
+    );
+    origin.set(
+        "bad.jpg",
+        Some(Fault::BadToken(media_item("bad.jpg", "/9j/4AAQSkZJRgAB!!!!"))),
+    );
+    let proxy = Proxy::start(
+        &shipped_config(),
+        &origin.base(),
+        &[("RENTCACHE_ADMIN_TOKEN", "media-test")],
+    );
+
+    let r = proxy.get("/media/card/bomb.jpg");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "bad_image");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("60000x60000"), "{message}");
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let entries = memory_entries(&proxy);
+    let again = proxy.get("/media/card/bomb.jpg");
+    assert_eq!(again.status, 502);
+    assert_ne!(again.header("x-cache-status"), Some("HIT"));
+    assert_eq!(memory_entries(&proxy), entries, "no variant was stored");
+    assert_eq!(origin.calls("bomb.jpg"), 1, "the JSON answer itself is good");
+
+    let r = proxy.get("/media/bad.jpg");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert!(
+        r.header("cache-status").unwrap_or("").contains("not-media"),
+        "{:?}",
+        r.header("cache-status")
+    );
+    let r = proxy.get("/media/thumbnail/bad.jpg");
+    assert_eq!(r.status, 502);
+    assert_eq!(memory_entries(&proxy), entries, "nothing stored for a corrupt file");
+}
+
+#[test]
+fn a_full_image_pool_answers_503_with_retry_after() {
+    // Rentman is slow, so every request arrives before the file does; then six variants
+    // want the one worker at once, with no queue.
+    let sim = Sim::start(&["--latency-ms", "300"]);
+    let config = format!("{}\nmedia:\n  workers: 1\n  queue: 0\n", shipped_config());
+    let proxy = Proxy::start(&config, &sim.tls_base(), &[]);
+    let photo = records(&proxy)
+        .iter()
+        .find_map(|r| field(r, "photo1"))
+        .expect("a photo");
+    let url = Arc::new(proxy.url(""));
+    let name = Arc::new(photo.clone());
+    let answers = concurrently(6, move |i| {
+        let variant = ["thumbnail", "card", "hero"][i % 3];
+        let accept = if i < 3 { WEBP_ACCEPT } else { "*/*" };
+        (
+            variant,
+            accept,
+            get(
+                &format!("{url}/media/{variant}/{name}"),
+                &[("accept", accept)],
+            ),
+        )
+    });
+    let busy: Vec<_> = answers.iter().filter(|(_, _, r)| r.status == 503).collect();
+    let made = answers.iter().filter(|(_, _, r)| r.status == 200).count();
+    assert!(!busy.is_empty(), "one worker, no queue: some are refused");
+    assert!(made >= 1, "and the worker made one");
+    assert_eq!(busy.len() + made, 6);
+    for (variant, accept, r) in &busy {
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert_eq!(r.json()["error"]["code"], "media_busy");
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        // Nothing was stored for the refusal: asked again alone, it is made.
+        let retry = get(
+            &proxy.url(&format!("/media/{variant}/{photo}")),
+            &[("accept", accept)],
+        );
+        assert_eq!(retry.status, 200, "{}", retry.text());
+    }
+}
+
+#[test]
+fn purging_a_property_removes_its_files_and_variants() {
+    let sim = Sim::start(&[]);
+    let proxy = Proxy::rentman(&sim, &[("RENTCACHE_ADMIN_TOKEN", "media-test")]);
+    let all = records(&proxy);
+    let (propref, photo) = all
+        .iter()
+        .find_map(|r| Some((field(r, "propref")?, field(r, "photo1")?)))
+        .expect("a photo");
+    for path in [format!("/media/card/{photo}"), format!("/media/{photo}")] {
+        assert_eq!(proxy.get(&path).status, 200);
+        assert_eq!(proxy.get(&path).header("x-cache-status"), Some("HIT"));
+    }
+    let webp = get(
+        &proxy.url(&format!("/media/card/{photo}")),
+        &[("accept", WEBP_ACCEPT)],
+    );
+    assert_eq!(webp.status, 200);
+    let surrogate = proxy
+        .get(&format!("/media/card/{photo}"))
+        .header("surrogate-key")
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        surrogate.contains(&format!("property:{propref}")),
+        "{surrogate}"
+    );
+
+    let r = proxy.admin_post(
+        "/purge",
+        "media-test",
+        serde_json::json!({"tag": format!("property:{propref}")}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let keys: Vec<String> = r.json()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    for key in [
+        format!("/media/{photo}"),
+        format!("/media/card/{photo} format=jpeg"),
+        format!("/media/card/{photo} format=webp"),
+    ] {
+        assert!(keys.contains(&key), "{key} purged: {keys:?}");
+    }
+    let calls = sim.api_calls();
+    let after = proxy.get(&format!("/media/card/{photo}"));
+    assert_eq!(after.status, 200);
+    assert_eq!(after.header("x-cache-status"), Some("MISS"));
+    assert_eq!(sim.api_calls(), calls + 1, "the file is asked for again");
 }
