@@ -532,3 +532,36 @@ fn warming_follows_templates_to_variants_in_every_format() {
     }
     assert_eq!(sim.api_calls(), calls, "everything was warmed");
 }
+
+#[test]
+fn two_instances_sharing_redis_make_one_rentman_call_per_file() {
+    let redis = RedisServer::start();
+    let sim = Sim::start(&["--latency-ms", "300"]);
+    let config = format!("{}\nredis:\n  url: \"{}\"\n", shipped_config(), redis.url());
+    let a = Proxy::start(&config, &sim.tls_base(), &[]);
+    let b = Proxy::start(&config, &sim.tls_base(), &[]);
+    let photo = records(&a)
+        .iter()
+        .find_map(|r| field(r, "photo3"))
+        .expect("a third photo");
+    let calls = sim.api_calls();
+    let urls = Arc::new([a.url(""), b.url("")]);
+    let name = Arc::new(photo.clone());
+    let answers = concurrently(24, move |i| {
+        let variant = ["thumbnail", "card", "hero"][i % 3];
+        let accept = if (i / 3) % 2 == 0 { WEBP_ACCEPT } else { "*/*" };
+        let base = &urls[(i / 6) % 2];
+        get(
+            &format!("{base}/media/{variant}/{name}"),
+            &[("accept", accept)],
+        )
+    });
+    for r in &answers {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(
+        sim.api_calls() - calls,
+        1,
+        "one Rentman call across both instances"
+    );
+}
