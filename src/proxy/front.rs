@@ -81,8 +81,13 @@ impl ServerApp for Front {
                 let keepalive = keepalive && !*shutdown.borrow();
                 match self.cache.answer_early(&req, keepalive).await {
                     Early::Answered { head, body, ctx } => {
-                        let body = body.as_ref().map_or(&[][..], |e| &e.body[..]);
-                        let sent = direct::write_head(&stream, head, body).await;
+                        let sent = match body.as_ref().and_then(|e| e.file.as_ref()) {
+                            Some(file) => direct::write_head_file(&stream, head, file).await,
+                            None => {
+                                let body = body.as_ref().map_or(&[][..], |e| &e.body[..]);
+                                direct::write_head(&stream, head, body).await
+                            }
+                        };
                         debug!(
                             "{} {} -> {} HIT in {:?}{}",
                             req.method,
