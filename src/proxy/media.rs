@@ -138,8 +138,29 @@ struct Job {
     covered: bool,
 }
 
+/// How many routed media paths are remembered (per format) before the memory starts over.
+const REMEMBERED: usize = 10_000;
+
+type Routed = (Arc<MediaRequest>, Arc<Canonical>);
+
+fn slot(format: media_url::Format) -> usize {
+    match format {
+        media_url::Format::Jpeg => 0,
+        media_url::Format::Webp => 1,
+    }
+}
+
+/// Routed media paths of one config generation, by the format negotiated: a hit needs no
+/// decoding, canonical form or hash of its own.
+#[derive(Default)]
+struct Memo {
+    generation: u64,
+    by_format: [HashMap<String, Routed>; 2],
+}
+
 /// The flights of media keys in this process, and the pool images are made on.
 pub struct MediaFiles {
+    memo: Mutex<Memo>,
     flights: Mutex<HashMap<HashBinary, (u64, Flight)>>,
     next: std::sync::atomic::AtomicU64,
     fills: Arc<Fills>,
@@ -154,12 +175,37 @@ impl MediaFiles {
         config: &crate::config::Media,
     ) -> Arc<MediaFiles> {
         Arc::new(MediaFiles {
+            memo: Mutex::new(Memo::default()),
             flights: Mutex::new(HashMap::new()),
             next: std::sync::atomic::AtomicU64::new(1),
             fills,
             storage,
             pool: Pool::new(config.workers, config.queue),
         })
+    }
+
+    fn remembered(&self, generation: u64, format: media_url::Format, path: &str) -> Option<Routed> {
+        let memo = self.memo.lock();
+        if memo.generation != generation {
+            return None;
+        }
+        memo.by_format.get(slot(format))?.get(path).cloned()
+    }
+
+    fn remember(&self, generation: u64, format: media_url::Format, path: &str, routed: Routed) {
+        let mut memo = self.memo.lock();
+        if memo.generation != generation {
+            *memo = Memo {
+                generation,
+                ..Memo::default()
+            };
+        }
+        if let Some(map) = memo.by_format.get_mut(slot(format)) {
+            if map.len() >= REMEMBERED {
+                map.clear();
+            }
+            map.insert(path.to_string(), routed);
+        }
     }
 
     /// The key's flight, started if none is in the air; and whether it was joined.
@@ -498,9 +544,19 @@ impl RentCache {
         req: &RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<(), (u16, &'static str, String)> {
-        let m = route(&ctx.config, req)?;
-        ctx.canonical = Some(canonical_of(&m));
-        ctx.media = Some(Arc::new(m));
+        let format = media_url::negotiate(&req.headers, ctx.config.media.webp);
+        let path = req.uri.path();
+        if let Some((m, c)) = self.media.remembered(ctx.config.generation, format, path) {
+            ctx.canonical = Some(c);
+            ctx.media = Some(m);
+            return Ok(());
+        }
+        let m = Arc::new(route(&ctx.config, req)?);
+        let c = canonical_of(&m);
+        self.media
+            .remember(ctx.config.generation, format, path, (m.clone(), c.clone()));
+        ctx.canonical = Some(c);
+        ctx.media = Some(m);
         Ok(())
     }
 
