@@ -20,6 +20,7 @@ pub mod demo_site;
 pub mod glob;
 pub mod json_error;
 pub mod metrics;
+pub mod observe;
 pub mod policy;
 pub mod proxy;
 pub mod reload;

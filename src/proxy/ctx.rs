@@ -1,7 +1,7 @@
 //! What one request carries from hook to hook: where it stands, not a history of flags.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, Route};
 use crate::policy::key::Canonical;
@@ -71,6 +71,11 @@ pub struct Ctx {
     pub admission: Option<Admission>,
     /// A fresh hit the front door prepared that only pingora's writer can send.
     pub(crate) answer: Option<super::answer::Answer>,
+    /// How long the request waited for Rentman (its key's fill, or a pass-through's
+    /// answer), when it did.
+    pub upstream_time: Option<Duration>,
+    /// Body bytes written past pingora's writer (its own count misses them).
+    pub direct_body_bytes: u64,
 }
 
 impl Ctx {
@@ -88,6 +93,8 @@ impl Ctx {
             recorded: false,
             admission: None,
             answer: None,
+            upstream_time: None,
+            direct_body_bytes: 0,
         }
     }
 
