@@ -1,4 +1,4 @@
-//! Command line: `serve` (default), `check`, `simulate`, `demo`.
+//! Command line: `serve` (default), `check`, `simulate`, `demo`, `advise`.
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +32,22 @@ enum Command {
     Simulate(simulator::SimOptions),
     /// Run the simulator and the proxy in front of it on loopback ports (no token needed).
     Demo(DemoArgs),
+    /// Print a running instance's TTL advice (GET /advice on its admin listener). Nothing is
+    /// changed: the advice is for the operator to apply, or not.
+    Advise(AdviseArgs),
+}
+
+#[derive(Args, Debug)]
+struct AdviseArgs {
+    /// The admin listener, e.g. http://127.0.0.1:9091
+    #[arg(long = "admin", default_value = "http://127.0.0.1:9091")]
+    admin: String,
+    /// Environment variable holding the admin token.
+    #[arg(long = "token-env", default_value = "RENTCACHE_ADMIN_TOKEN")]
+    token_env: String,
+    /// Print the JSON as received.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +97,7 @@ pub fn main() -> i32 {
         Some(Command::Check(args)) => check(&args.config),
         Some(Command::Simulate(opts)) => simulator::run(opts),
         Some(Command::Demo(args)) => demo(args),
+        Some(Command::Advise(args)) => advise(&args),
     }
 }
 
@@ -157,7 +174,7 @@ fn demo_config(args: &DemoArgs) -> Result<Config, config::ConfigErrors> {
                 args.site_port
             ),
         );
-    config::parse_str(&text, "built-in demo config")
+    config::parse_str(&text, server::DEMO_SOURCE)
 }
 
 /// Simulator options as if given on the command line (so defaults stay in one place).
@@ -210,5 +227,22 @@ fn demo(args: DemoArgs) -> i32 {
     println!("An agent's website built on it, calling rentcache from the browser: http://{site}/");
     println!("Stop with Ctrl-C.");
     server::run(server);
+    0
+}
+
+fn advise(args: &AdviseArgs) -> i32 {
+    let token = std::env::var(&args.token_env).ok();
+    let body = match crate::admin::client::get_json(&args.admin, "/advice", token.as_deref()) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("rentcache advise: {e}");
+            return 1;
+        }
+    };
+    if args.json {
+        println!("{body:#}");
+    } else {
+        print!("{}", crate::admin::client::show_advice(&body));
+    }
     0
 }
