@@ -315,3 +315,90 @@ fn stats_show_latency_against_targets_tiers_and_304s() {
         "{stats}"
     );
 }
+
+#[test]
+fn the_dashboard_logs_in_shows_the_figures_and_purges() {
+    let Some(b) = common::browser::Browser::start_with(&["--window-size=1400,2000".to_string()])
+    else {
+        return;
+    };
+    let sim = Sim::start(&[]);
+    let p = start(&sim, "");
+    let url = |id: u32| p.url(&format!("/propertyadvertising.php?propref={id}&noimage=1"));
+    for id in 1..=3 {
+        assert_eq!(get(&url(id), &[]).header("x-cache-status"), Some("MISS"));
+        for _ in 0..4 {
+            assert_eq!(get(&url(id), &[]).header("x-cache-status"), Some("HIT"));
+        }
+    }
+    get(&p.url("/propertyadvertising.php?featured=1&noimage=1"), &[]);
+
+    b.goto(&p.admin_url("/"));
+    b.wait_for(
+        Duration::from_secs(20),
+        "return !document.getElementById('login-box').classList.contains('hidden')",
+    );
+    b.type_into("#token", TOKEN);
+    b.click("#login");
+    // Logged in: the figures come from /stats with the bearer token.
+    b.wait_for(
+        Duration::from_secs(20),
+        "return document.querySelectorAll('#routes tbody tr').length >= 5 \
+         && document.getElementById('hit-ratio').textContent.includes('%')",
+    );
+    let kept = b.js(
+        "return sessionStorage.getItem('rentcache-admin-token')",
+        vec![],
+    );
+    assert_eq!(kept, TOKEN);
+    assert!(!b.current_url().contains(TOKEN));
+    let hit_ratio = b.text("#hit-ratio");
+    let ratio: f64 = hit_ratio.trim_end_matches('%').parse().unwrap();
+    assert!(ratio > 50.0, "{hit_ratio}");
+    let saved: u64 = b.text("#calls-saved").replace(',', "").parse().unwrap();
+    assert!(saved >= 12, "calls saved: {saved}");
+    let property_row = b.js(
+        "return [...document.querySelectorAll('#routes tbody tr')]\
+         .map(r => r.textContent).find(t => t.startsWith('property')) || ''",
+        vec![],
+    );
+    let row = property_row.as_str().unwrap();
+    assert!(row.contains("p99 ≤ 20.0 ms"), "{row}");
+    // The TTL advice table is there, route by route.
+    b.wait_for(
+        Duration::from_secs(10),
+        "return document.querySelectorAll('#advice tbody tr').length >= 5",
+    );
+
+    // A purge from the page: the next request for the URL is a miss.
+    b.js("document.getElementById('purge-by').value = 'url'", vec![]);
+    b.type_into(
+        "#purge-value",
+        "/propertyadvertising.php?propref=2&noimage=1",
+    );
+    b.click("#purge-go");
+    let result = b.wait_for(
+        Duration::from_secs(20),
+        "const e = document.getElementById('purge-result'); \
+         return e.classList.contains('hidden') ? '' : e.textContent",
+    );
+    let result = result.as_str().unwrap();
+    assert!(result.starts_with("200"), "{result}");
+    assert!(result.contains("\"purged\": 1"), "{result}");
+    assert_eq!(get(&url(2), &[]).header("x-cache-status"), Some("MISS"));
+    assert_eq!(get(&url(1), &[]).header("x-cache-status"), Some("HIT"));
+    // The purge is listed among the recent actions.
+    b.wait_for(
+        Duration::from_secs(10),
+        "return document.querySelector('#recent tbody').textContent.includes('purge')",
+    );
+    let errors = b.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+
+    let shot = scratch_dir("console").join("console.png");
+    b.screenshot(&shot);
+    eprintln!("dashboard screenshot: {}", shot.display());
+    if let Ok(dir) = std::env::var("RENTCACHE_SCREENSHOT_DIR") {
+        std::fs::copy(&shot, std::path::Path::new(&dir).join("console.png")).unwrap();
+    }
+}

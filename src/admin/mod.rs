@@ -132,6 +132,16 @@ impl Admin {
             (&Method::GET, "/health") => return ok(json!({"status": "ok"})),
             (&Method::GET, "/ready") => return self.ready(),
             (&Method::GET, "/") => return console::page(),
+            (&Method::GET, "/console/mode") => {
+                // How the page gets in: with a token, open (the demo), or not at all.
+                let mode = match (&self.token, self.h.demo_open) {
+                    (Some(_), _) => "token",
+                    (None, true) => "open",
+                    (None, false) => "disabled",
+                };
+                let var = self.h.config.load().admin.token_env.clone();
+                return ok(json!({"mode": mode, "token_env": var}));
+            }
             (&Method::GET, asset) if asset.starts_with("/assets/") => return console::asset(asset),
             _ => {}
         }
