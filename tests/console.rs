@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use serde_json::Value;
 
 const TOKEN: &str = "console-test-admin";
 
@@ -401,4 +402,83 @@ fn the_dashboard_logs_in_shows_the_figures_and_purges() {
     if let Ok(dir) = std::env::var("RENTCACHE_SCREENSHOT_DIR") {
         std::fs::copy(&shot, std::path::Path::new(&dir).join("console.png")).unwrap();
     }
+}
+
+fn lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn the_access_log_names_keys_never_tokens_and_reopens_on_sigusr1() {
+    let sim = Sim::start(&[]);
+    let dir = scratch_dir("access-log");
+    let log = dir.join("access.log");
+    let config = shipped_config().replace("  to: off ", &format!("  to: \"{}\" ", log.display()));
+    assert!(config.contains("access.log"));
+    let p = Proxy::start(
+        &config,
+        &sim.base(),
+        &[("RENTCACHE_ADMIN_TOKEN", TOKEN), ("RUST_LOG", "info")],
+    );
+    let secret = "s3cr3t-client-token";
+    let url = p.url(&format!(
+        "/propertyadvertising.php?propref=4&noimage=1&token={secret}&utm_source=x"
+    ));
+    assert_eq!(get(&url, &[]).header("x-cache-status"), Some("MISS"));
+    assert_eq!(get(&url, &[]).header("x-cache-status"), Some("HIT"));
+    assert_eq!(
+        get(&p.url(&format!("/nowhere?token={secret}")), &[]).status,
+        404
+    );
+    let got = eventually(Duration::from_secs(10), || {
+        let l = lines(&log);
+        (l.len() >= 3).then_some(l)
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(secret), "{text}");
+    assert!(!text.contains("utm_source"), "{text}");
+    let (miss, hit, unrouted) = (&got[0], &got[1], &got[2]);
+    for l in [miss, hit] {
+        assert_eq!(
+            l["key"], "/propertyadvertising.php?noimage=1&propref=4",
+            "{l}"
+        );
+        assert_eq!(l["route"], "property", "{l}");
+        assert_eq!(l["method"], "GET", "{l}");
+        assert_eq!(l["status"], 200, "{l}");
+        assert!(
+            l["client"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{l}"
+        );
+        assert!(l["bytes"].as_u64().unwrap() > 100, "{l}");
+        assert!(l["total_ms"].as_f64().unwrap() > 0.0, "{l}");
+        assert!(l["time"].as_str().unwrap().ends_with('Z'), "{l}");
+    }
+    assert_eq!(miss["cache"], "MISS");
+    assert!(miss["upstream_ms"].as_f64().unwrap() > 0.0, "{miss}");
+    assert_eq!(hit["cache"], "HIT");
+    assert_eq!(hit["tier"], "memory");
+    assert!(hit["upstream_ms"].is_null(), "{hit}");
+    assert_eq!(unrouted["route"], "-");
+    assert_eq!(unrouted["key"], "-");
+    assert_eq!(unrouted["status"], 404);
+
+    // logrotate's way: rename, then SIGUSR1; the next lines go to a new file of that name.
+    let rotated = dir.join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    p.proc.signal("USR1");
+    eventually(Duration::from_secs(10), || log.exists().then_some(()));
+    assert_eq!(get(&url, &[]).header("x-cache-status"), Some("HIT"));
+    let fresh = eventually(Duration::from_secs(10), || {
+        let l = lines(&log);
+        (!l.is_empty()).then_some(l)
+    });
+    assert_eq!(fresh.len(), 1, "{fresh:?}");
+    assert_eq!(fresh[0]["cache"], "HIT");
+    assert_eq!(lines(&rotated).len(), 3);
+    assert!(p.proc.logs().contains("access log reopened"));
 }
