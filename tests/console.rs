@@ -127,6 +127,7 @@ fn a_slow_route_breaks_its_target_with_one_warning_per_window() {
         .collect();
     assert_eq!(warnings.len(), 1, "{logs}");
     let w = warnings[0];
+    eprintln!("the warning: {w}");
     assert!(w.contains("over its 20.0 ms target"), "{w}");
     assert!(w.contains("misses (waiting for Rentman) dominated"), "{w}");
     // The figure is at least the simulator's latency.
