@@ -152,7 +152,7 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
     let demo_open = demo && Secret::from_env(&shared.load().admin.token_env).is_none();
     if demo_open {
         warn!(
-            "DEMO MODE: {} is unset, so the admin API and the dashboard at http://{admin_listen}/              are OPEN WITHOUT A TOKEN. Never expose this; set the variable to protect them.",
+            "DEMO MODE: {} is unset, so the admin API and the dashboard at http://{admin_listen}/ are OPEN WITHOUT A TOKEN. Never expose this; set the variable to protect them.",
             shared.load().admin.token_env
         );
     }
