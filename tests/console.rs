@@ -366,6 +366,11 @@ fn the_dashboard_logs_in_shows_the_figures_and_purges() {
     );
     let row = property_row.as_str().unwrap();
     assert!(row.contains("p99 ≤ 20.0 ms"), "{row}");
+    // The charts are drawn by the inlined library.
+    b.wait_for(
+        Duration::from_secs(10),
+        "return typeof uPlot === 'function' && document.querySelectorAll('.uplot').length === 3",
+    );
     // The TTL advice table is there, route by route.
     b.wait_for(
         Duration::from_secs(10),
