@@ -369,7 +369,7 @@ fn the_dashboard_logs_in_shows_the_figures_and_purges() {
     // The charts are drawn by the inlined library.
     b.wait_for(
         Duration::from_secs(10),
-        "return typeof uPlot === 'function' && document.querySelectorAll('.uplot').length === 3",
+        "return typeof uPlot === 'function' && document.querySelectorAll('.uplot').length === 4",
     );
     // The TTL advice table is there, route by route.
     b.wait_for(
