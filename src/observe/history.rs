@@ -160,3 +160,82 @@ pub fn upstream_calls_by_route(family: &prometheus::IntCounterVec) -> HashMap<St
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::observe::Done;
+    use crate::policy::outer::CacheStatus;
+
+    #[test]
+    fn points_hold_the_differences_since_the_last_sample() {
+        let config = Arc::new(
+            crate::config::parse_str(include_str!("../../conf/rentcache.yaml"), "t").unwrap(),
+        );
+        let canonical = Arc::new(
+            crate::policy::key::canonicalize(
+                &config,
+                "/propertyadvertising.php",
+                Some("propref=2"),
+                &http::HeaderMap::new(),
+            )
+            .unwrap(),
+        );
+        let metrics = Arc::new(Metrics::new());
+        let o = Observer::new(metrics.clone(), None);
+        let hit = |status: CacheStatus, tier: Option<&'static str>, code: u16| {
+            o.finished(Done {
+                config: &config,
+                canonical: Some(&canonical),
+                method: &http::Method::GET,
+                cache_status: status,
+                tier,
+                status: code,
+                started: Instant::now(),
+                upstream: (status == CacheStatus::Miss)
+                    .then(|| std::time::Duration::from_millis(5)),
+                body_bytes: 10,
+                client: None,
+            })
+        };
+        hit(CacheStatus::Miss, None, 200);
+        // The first sample is the baseline: no point yet.
+        o.sample_history(&config, 0);
+        assert!(o.history.points().is_empty());
+        hit(CacheStatus::Hit, Some("memory"), 200);
+        hit(CacheStatus::Hit, Some("memory"), 304);
+        hit(CacheStatus::Hit, Some("redis"), 200);
+        metrics
+            .upstream_requests
+            .with_label_values(&["property", "200"])
+            .inc();
+        metrics
+            .upstream_requests
+            .with_label_values(&["property", "timeout"])
+            .inc();
+        o.sample_history(&config, 10);
+        let points = o.history.points();
+        assert_eq!(points.len(), 1);
+        let p = &points[0];
+        assert_eq!((p.upstream_calls, p.upstream_errors), (2, 1));
+        let property = p.routes.iter().find(|r| r.route == "property").unwrap();
+        assert_eq!(
+            (
+                property.requests,
+                property.memory,
+                property.redis,
+                property.upstream
+            ),
+            (3, 2, 1, 0)
+        );
+        assert_eq!(property.not_modified, 1);
+        assert!(property.p99_ms.unwrap() > 0.0);
+        let featured = p.routes.iter().find(|r| r.route == "featured").unwrap();
+        assert_eq!(featured.requests, 0);
+        assert_eq!(featured.p99_ms, None);
+    }
+}
