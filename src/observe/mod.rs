@@ -235,7 +235,17 @@ impl Observer {
     pub fn finished(&self, d: Done<'_>) {
         let now = Instant::now();
         let total = now.saturating_duration_since(d.started);
-        let resolved = self.resolve(d.config);
+        // A guard, not a clone of the Arc: no reference count shared by every worker
+        // thread is touched on a hit.
+        let guard = self.resolved.load();
+        let made;
+        let resolved: &Resolved = match guard.as_deref() {
+            Some(r) if r.generation == d.config.generation => r,
+            _ => {
+                made = self.resolve(d.config);
+                &made
+            }
+        };
         let last = resolved.rows.len().saturating_sub(1);
         let index = d.canonical.map_or(last, |c| c.route.min(last));
         let Some(row) = resolved.rows.get(index) else {
