@@ -85,7 +85,19 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
         throttle.clone(),
         metrics.clone(),
     ));
-    let fills = Fills::new(upstream, storage, metrics.clone());
+    let access_log = crate::observe::access_log::AccessLog::start(
+        &shared.load().access_log,
+        metrics.access_log_dropped.clone(),
+    );
+    let observer = Arc::new(crate::observe::Observer::new(metrics.clone(), access_log));
+    server.add_service(background_service(
+        "console",
+        crate::observe::targets::ConsoleService {
+            observer: observer.clone(),
+            config: shared.clone(),
+        },
+    ));
+    let fills = Fills::new(upstream, storage, metrics.clone(), observer.clone());
     let cdn =
         crate::cdn::purger(&shared.load().cdn.purge, metrics.clone()).map(|(queue, service)| {
             storage.purge_outer_caches_with(queue);
@@ -100,6 +112,7 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
         fills,
         metrics: metrics.clone(),
         hot: hot.clone(),
+        observer: observer.clone(),
     });
     // The front door answers fresh hits itself and hands everything else to the proxy.
     let mut service = Service::new(

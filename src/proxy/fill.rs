@@ -111,6 +111,7 @@ pub struct Fills {
     storage: &'static TieredStorage,
     memo: FailureMemo,
     metrics: Arc<Metrics>,
+    observer: Arc<crate::observe::Observer>,
 }
 
 impl Fills {
@@ -118,6 +119,7 @@ impl Fills {
         upstream: Arc<Upstream>,
         storage: &'static TieredStorage,
         metrics: Arc<Metrics>,
+        observer: Arc<crate::observe::Observer>,
     ) -> Arc<Fills> {
         Arc::new(Fills {
             flights: Mutex::new(HashMap::new()),
@@ -126,6 +128,7 @@ impl Fills {
             storage,
             memo: FailureMemo::default(),
             metrics,
+            observer,
         })
     }
 
@@ -349,6 +352,7 @@ impl Fills {
         let status = f.header.status.as_u16();
         if status == 304 {
             if let Some(stale) = &want.stale {
+                self.observe_refresh(route, stale, false, now);
                 let targeted = want.config.upstream.cache_control_field.as_ref();
                 return self.renew(route, targeted, stale, &f.header, now).await;
             }
@@ -380,6 +384,10 @@ impl Fills {
                     }
                     None => (c.key.clone(), c.hash, None),
                 };
+                if let Some(stale) = want.stale.as_ref().filter(|_| variant.is_none()) {
+                    let changed = validators::etag(&stale.header) != validators::etag(&header);
+                    self.observe_refresh(route, stale, changed, now);
+                }
                 let entry = Entry::new(key, hash, times, header, f.body);
                 let info = StoreInfo {
                     route: &route.name,
@@ -407,6 +415,18 @@ impl Fills {
                 self.unstorable(want, route, f, status, now)
             }
         }
+    }
+
+    /// Evidence for TTL advice: a refresh of `stale` reached Rentman and found its body
+    /// `changed` or not.
+    fn observe_refresh(&self, route: &Route, stale: &Entry, changed: bool, now: SystemTime) {
+        let since = |t: SystemTime| now.duration_since(t).unwrap_or_default();
+        self.observer.refreshed(
+            &route.name,
+            changed,
+            since(stale.times.updated),
+            since(stale.times.created),
+        );
     }
 
     /// An answer kept for this fill's requests only (not stored).
