@@ -304,7 +304,10 @@ fn bombs_and_corrupt_files_get_clean_errors_and_nothing_is_stored() {
     );
     origin.set(
         "bad.jpg",
-        Some(Fault::BadToken(media_item("bad.jpg", "/9j/4AAQSkZJRgAB!!!!"))),
+        Some(Fault::BadToken(media_item(
+            "bad.jpg",
+            "/9j/4AAQSkZJRgAB!!!!",
+        ))),
     );
     let proxy = Proxy::start(
         &shipped_config(),
@@ -323,7 +326,11 @@ fn bombs_and_corrupt_files_get_clean_errors_and_nothing_is_stored() {
     assert_eq!(again.status, 502);
     assert_ne!(again.header("x-cache-status"), Some("HIT"));
     assert_eq!(memory_entries(&proxy), entries, "no variant was stored");
-    assert_eq!(origin.calls("bomb.jpg"), 1, "the JSON answer itself is good");
+    assert_eq!(
+        origin.calls("bomb.jpg"),
+        1,
+        "the JSON answer itself is good"
+    );
 
     let r = proxy.get("/media/bad.jpg");
     assert_eq!(r.status, 502, "{}", r.text());
@@ -336,7 +343,11 @@ fn bombs_and_corrupt_files_get_clean_errors_and_nothing_is_stored() {
     );
     let r = proxy.get("/media/thumbnail/bad.jpg");
     assert_eq!(r.status, 502);
-    assert_eq!(memory_entries(&proxy), entries, "nothing stored for a corrupt file");
+    assert_eq!(
+        memory_entries(&proxy),
+        entries,
+        "nothing stored for a corrupt file"
+    );
 }
 
 #[test]
@@ -344,7 +355,9 @@ fn a_full_image_pool_answers_503_with_retry_after() {
     // Rentman is slow, so every request arrives before the file does; then six variants
     // want the one worker at once, with no queue.
     let sim = Sim::start(&["--latency-ms", "300"]);
-    let config = format!("{}\nmedia:\n  workers: 1\n  queue: 0\n", shipped_config());
+    let config =
+        shipped_config().replace("  workers: 2\n  queue: 64\n", "  workers: 1\n  queue: 0\n");
+    assert!(config.contains("queue: 0"));
     let proxy = Proxy::start(&config, &sim.tls_base(), &[]);
     let photo = records(&proxy)
         .iter()
@@ -434,4 +447,121 @@ fn purging_a_property_removes_its_files_and_variants() {
     assert_eq!(after.status, 200);
     assert_eq!(after.header("x-cache-status"), Some("MISS"));
     assert_eq!(sim.api_calls(), calls + 1, "the file is asked for again");
+}
+
+#[test]
+fn an_old_variant_is_served_while_rentman_fails() {
+    let sim = Sim::start(&[]);
+    let config = shipped_config().replace(
+        "path: /propertymedia.php\n    ttl: 1d\n    stale_while_revalidate: 1d",
+        "path: /propertymedia.php\n    ttl: 1s\n    stale_while_revalidate: 0",
+    );
+    assert!(
+        config.contains("ttl: 1s"),
+        "the media route's lifetime changed"
+    );
+    let proxy = Proxy::start(&config, &sim.tls_base(), &[]);
+    let photo = records(&proxy)
+        .iter()
+        .find_map(|r| field(r, "photo1"))
+        .expect("a photo");
+    let path = format!("/media/card/{photo}");
+    let first = proxy.get(&path);
+    assert_eq!(first.status, 200);
+    sim.set(serde_json::json!({"error_rate": 1.0, "error_status": 503}));
+    let stale = eventually(std::time::Duration::from_secs(30), || {
+        let r = proxy.get(&path);
+        (r.header("x-cache-status") != Some("HIT")).then_some(r)
+    });
+    assert_eq!(
+        stale.header("x-cache-status"),
+        Some("STALE"),
+        "{:?}",
+        stale.headers
+    );
+    assert_eq!(stale.status, 200);
+    assert_eq!(stale.body, first.body, "the variant made before");
+    assert!(stale.header("warning").unwrap_or("").contains("status-503"));
+}
+
+#[test]
+fn warming_follows_templates_to_variants_in_every_format() {
+    let sim = Sim::start(&[]);
+    let config = shipped_config()
+        .replace("on_start: false", "on_start: true")
+        .replace(
+            "follow: [details, first_photo, first_card]",
+            "follow: [first_card]",
+        );
+    assert!(config.contains("follow: [first_card]"));
+    let proxy = Proxy::start(
+        &config,
+        &sim.tls_base(),
+        &[("RENTCACHE_ADMIN_TOKEN", "media-test")],
+    );
+    let job = eventually(std::time::Duration::from_secs(60), || {
+        let r = get(
+            &proxy.admin_url("/warm"),
+            &[("authorization", "Bearer media-test")],
+        );
+        let jobs = r.json()["jobs"].as_array()?.clone();
+        jobs.into_iter()
+            .find(|j| j["name"] == "featured" && j["finished"] == true)
+    });
+    assert_eq!(job["failed"], 0, "{job}");
+    let featured = proxy
+        .get("/propertyadvertising.php?featured=1&noimage=1")
+        .json();
+    let photos: Vec<String> = featured
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| field(r, "photo1"))
+        .collect();
+    assert!(photos.len() >= 3, "featured properties have photos");
+    let calls = sim.api_calls();
+    for photo in &photos {
+        for accept in ["*/*", WEBP_ACCEPT] {
+            let r = get(
+                &proxy.url(&format!("/media/card/{photo}")),
+                &[("accept", accept)],
+            );
+            assert_eq!(r.status, 200);
+            assert_eq!(r.header("x-cache-status"), Some("HIT"), "{photo} {accept}");
+        }
+    }
+    assert_eq!(sim.api_calls(), calls, "everything was warmed");
+}
+
+#[test]
+fn two_instances_sharing_redis_make_one_rentman_call_per_file() {
+    let redis = RedisServer::start();
+    let sim = Sim::start(&["--latency-ms", "300"]);
+    let config = format!("{}\nredis:\n  url: \"{}\"\n", shipped_config(), redis.url());
+    let a = Proxy::start(&config, &sim.tls_base(), &[]);
+    let b = Proxy::start(&config, &sim.tls_base(), &[]);
+    let photo = records(&a)
+        .iter()
+        .find_map(|r| field(r, "photo3"))
+        .expect("a third photo");
+    let calls = sim.api_calls();
+    let urls = Arc::new([a.url(""), b.url("")]);
+    let name = Arc::new(photo.clone());
+    let answers = concurrently(24, move |i| {
+        let variant = ["thumbnail", "card", "hero"][i % 3];
+        let accept = if (i / 3) % 2 == 0 { WEBP_ACCEPT } else { "*/*" };
+        let base = &urls[(i / 6) % 2];
+        get(
+            &format!("{base}/media/{variant}/{name}"),
+            &[("accept", accept)],
+        )
+    });
+    for r in &answers {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(
+        sim.api_calls() - calls,
+        1,
+        "one Rentman call across both instances"
+    );
 }

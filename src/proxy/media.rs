@@ -133,6 +133,9 @@ type Flight = Shared<BoxFuture<'static, MediaOutcome>>;
 struct Job {
     request: Arc<MediaRequest>,
     config: Arc<Config>,
+    /// The key has an old copy, which covers for a failure: then old inputs are not used
+    /// (they would remake the same old file on every request while Rentman fails).
+    covered: bool,
 }
 
 /// The flights of media keys in this process, and the pool images are made on.
@@ -200,6 +203,7 @@ impl MediaFiles {
                     source: job.request.source.clone(),
                 }),
                 &job.config,
+                job.covered,
             )
             .await
             .map_err(|e| match Arc::try_unwrap(e) {
@@ -239,6 +243,7 @@ impl MediaFiles {
         self: &Arc<Self>,
         request: Arc<MediaRequest>,
         config: &Arc<Config>,
+        covered: bool,
     ) -> MediaOutcome {
         let t = &request.target;
         let found = self
@@ -255,10 +260,13 @@ impl MediaFiles {
         let (flight, _) = self.flight(Job {
             request,
             config: config.clone(),
+            covered: covered || stale.is_some(),
         });
         match flight.await {
             Ok(e) => Ok(e),
-            // The original is only a step: a usable old copy of it does as well.
+            // The original is only a step: a usable old copy of it does as well, unless the
+            // file it is for has an old copy of its own.
+            Err(e) if covered => Err(e),
             Err(e) => stale.ok_or(e),
         }
     }
@@ -297,7 +305,8 @@ impl MediaFiles {
             (Ok(filled), _) => Ok(filled.entry.clone()),
             (Err(e), _) => {
                 let now = SystemTime::now();
-                match stale.filter(|s| within(s, s.times.sie_sec, now)) {
+                let usable = stale.filter(|s| !job.covered && within(s, s.times.sie_sec, now));
+                match usable {
                     Some(s) => Ok(s),
                     None => Err(MediaError::Upstream(e)),
                 }
@@ -568,6 +577,7 @@ impl RentCache {
         let job = Job {
             request: m,
             config: ctx.config.clone(),
+            covered: stale.is_some(),
         };
         let now = SystemTime::now();
         if let Some((entry, tier)) = &stale {
