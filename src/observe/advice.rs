@@ -149,6 +149,11 @@ fn pct(x: f64) -> String {
     }
 }
 
+/// The longest whole number of seconds under a minute that `fits` (at least 1).
+fn shortest_fit(fits: impl Fn(f64) -> bool) -> u64 {
+    (1..60).rev().find(|t| fits(*t as f64)).unwrap_or(1)
+}
+
 /// The advice for one route, for a staleness `budget` (the acceptable chance that a served
 /// answer has changed at Rentman), once `min_refreshes` refreshes were seen.
 pub fn advise(e: &Evidence, budget: f64, min_refreshes: u64) -> Advice {
@@ -191,19 +196,22 @@ pub fn advise(e: &Evidence, budget: f64, min_refreshes: u64) -> Advice {
         );
         return advice;
     };
-    let chance = |t: f64| stale_chance(lambda, t, r, true);
-    let pick = LADDER_SECS
+    let chance = |t: f64, swr: bool| stale_chance(lambda, t, r, swr);
+    let (pick, swr_pick) = match LADDER_SECS
         .iter()
         .rev()
-        .find(|t| chance(**t as f64) <= budget)
-        .or(LADDER_SECS.first())
-        .copied()
-        .unwrap_or(60);
+        .find(|t| chance(**t as f64, true) <= budget)
+    {
+        Some(t) => (*t, *t),
+        // Bodies change faster than the shortest rung allows: the longest TTL under a
+        // minute that fits, without serving expired copies (at least one second).
+        None => (shortest_fit(|t| chance(t, false) <= budget), 0),
+    };
     let new = pick as f64;
     let suggestion = Suggestion {
         ttl_secs: pick,
-        stale_while_revalidate_secs: pick,
-        stale_chance: chance(new),
+        stale_while_revalidate_secs: swr_pick,
+        stale_chance: chance(new, swr_pick > 0),
         upstream_change: r.map(|r| upstream_change(r, ttl, new)),
     };
     let changes = if e.changed == 0 {
@@ -234,7 +242,7 @@ pub fn advise(e: &Evidence, budget: f64, min_refreshes: u64) -> Advice {
         Some(_) => "would leave upstream calls about the same".to_string(),
         None => "(upstream savings unknown: no upstream calls counted)".to_string(),
     };
-    let verb = if pick == e.ttl.as_secs() && e.swr.as_secs() == pick {
+    let verb = if pick == e.ttl.as_secs() && e.swr.as_secs() == swr_pick {
         format!("keep ttl {}", show_ttl(pick))
     } else {
         format!(
@@ -242,13 +250,13 @@ pub fn advise(e: &Evidence, budget: f64, min_refreshes: u64) -> Advice {
             show_ttl(e.ttl.as_secs()),
             show_ttl(pick),
             show_ttl(e.swr.as_secs()),
-            show_ttl(pick)
+            show_ttl(swr_pick)
         )
     };
     let within = if suggestion.stale_chance <= budget {
         "within"
     } else {
-        "over (no TTL on the ladder is short enough)"
+        "over (even a one-second TTL is not short enough)"
     };
     advice.evidence = format!(
         "{route}: hit ratio {}, {} requests; {changes}; {verb} {calls} with a {} chance of \
@@ -340,6 +348,20 @@ mod tests {
         let loose = advise(&evidence(), 0.05, 20).suggested.unwrap();
         assert!(loose.ttl_secs > s.ttl_secs);
         assert!(loose.upstream_change.unwrap() < s.upstream_change.unwrap());
+    }
+
+    #[test]
+    fn bodies_that_change_too_fast_get_a_ttl_under_a_minute_without_swr() {
+        let mut e = evidence();
+        // A change every ~2 s.
+        e.changed = 950;
+        e.exposure = Duration::from_secs(1_900);
+        e.ttl = Duration::from_secs(1);
+        e.swr = Duration::ZERO;
+        let s = advise(&e, 0.5, 20).suggested.unwrap();
+        assert!(s.ttl_secs < 60 && s.ttl_secs >= 1, "{s:?}");
+        assert_eq!(s.stale_while_revalidate_secs, 0);
+        assert!(s.stale_chance <= 0.5, "{s:?}");
     }
 
     #[test]

@@ -146,3 +146,17 @@ impl Observer {
         }
     }
 }
+
+/// Upstream calls so far per route (every status and failure).
+pub fn upstream_calls_by_route(family: &prometheus::IntCounterVec) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    for mf in family.collect() {
+        for m in mf.get_metric() {
+            if let Some(route) = m.get_label().iter().find(|l| l.name() == "route") {
+                *out.entry(route.value().to_string()).or_insert(0) +=
+                    m.get_counter().get_value() as u64;
+            }
+        }
+    }
+    out
+}

@@ -37,6 +37,9 @@ pub fn mono_secs(at: Instant) -> u64 {
         .as_secs()
 }
 
+/// Recent purges kept for the dashboard.
+const RECENT_KEPT: usize = 20;
+
 /// Most refresh observations kept per route for the median age of a changed body.
 const AGES_KEPT: usize = 256;
 
@@ -135,6 +138,7 @@ pub struct Observer {
     pub log: Option<access_log::AccessLog>,
     /// When the evidence started (for rates).
     pub since: SystemTime,
+    recent: Mutex<std::collections::VecDeque<serde_json::Value>>,
 }
 
 fn class_of(status: CacheStatus, tier: Option<&str>, upstream: bool) -> Class {
@@ -166,6 +170,7 @@ impl Observer {
             history: history::History::default(),
             log,
             since: SystemTime::now(),
+            recent: Mutex::default(),
         }
     }
 
@@ -288,6 +293,69 @@ impl Observer {
             }
             ages.push_back(version.as_secs());
         }
+    }
+}
+
+impl Observer {
+    /// What each route of `config` showed so far, for TTL advice.
+    pub fn evidence(&self, config: &Config) -> Vec<advice::Evidence> {
+        let calls = history::upstream_calls_by_route(&self.metrics.upstream_requests);
+        config
+            .routes
+            .iter()
+            .filter(|r| r.is_cached())
+            .map(|r| {
+                let s = self.route(&r.name);
+                let median_changed_age = {
+                    let mut ages: Vec<u64> = s.change_ages.lock().iter().copied().collect();
+                    ages.sort_unstable();
+                    ages.get(ages.len() / 2).map(|a| Duration::from_secs(*a))
+                };
+                advice::Evidence {
+                    route: r.name.clone(),
+                    ttl: r.ttl,
+                    swr: r.stale_while_revalidate,
+                    requests: s.requests.load(Relaxed),
+                    hits: s.class_count(Class::Memory) + s.class_count(Class::Redis),
+                    upstream_calls: calls.get(&r.name).copied().unwrap_or(0),
+                    refreshes: s.refreshes.load(Relaxed),
+                    changed: s.changed.load(Relaxed),
+                    exposure: Duration::from_millis(s.exposure_ms.load(Relaxed)),
+                    median_changed_age,
+                }
+            })
+            .collect()
+    }
+
+    /// The TTL advice for every cached route of `config`.
+    pub fn advice(&self, config: &Config) -> Vec<advice::Advice> {
+        self.evidence(config)
+            .iter()
+            .map(|e| {
+                advice::advise(
+                    e,
+                    config.console.staleness_budget,
+                    config.console.min_refreshes,
+                )
+            })
+            .collect()
+    }
+
+    /// Records an operator's action for the dashboard's list of recent ones.
+    pub fn note_action(&self, what: &str, detail: serde_json::Value) {
+        let mut recent = self.recent.lock();
+        if recent.len() >= RECENT_KEPT {
+            recent.pop_front();
+        }
+        recent.push_back(serde_json::json!({
+            "at": access_log::rfc3339_millis(SystemTime::now()),
+            "what": what,
+            "detail": detail,
+        }));
+    }
+
+    pub fn recent_actions(&self) -> Vec<serde_json::Value> {
+        self.recent.lock().iter().rev().cloned().collect()
     }
 }
 
