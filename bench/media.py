@@ -94,6 +94,47 @@ def photos(sim_port, work, limit):
     return out
 
 
+def session_cpu_s(sid):
+    """CPU seconds (user + system) of every process in session `sid` (the server and, for
+    nginx, its worker): its own cost, whatever else runs on its core."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command: state, ppid, pgrp, session, ... utime (12th), stime (13th).
+        if int(fields[3]) == sid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def wrk_own_cpu(srv, path, duration):
+    """compare.wrk, with the server's CPU per request from its own processes' accounting
+    (this machine's cores are shared with other work, which /proc/stat would count)."""
+    before = session_cpu_s(srv.pid)
+    r = compare.wrk(srv.port, path, duration)
+    used = session_cpu_s(srv.pid) - before
+    r["core_us"] = r["server_us"]
+    r["server_us"] = used * 1e6 / max(1, r["requests"])
+    return r
+
+
+def memory_kib(pid):
+    """The server's resident memory, and how much of it is shared memory (memory files)."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "RssShmem"):
+                out[k] = int(v.split()[0])
+    return {"rss_kib": out.get("VmRSS", 0), "shmem_kib": out.get("RssShmem", 0)}
+
+
 def lines(cmd, env=None):
     out = subprocess.run(["taskset", "-c", compare.SERVER_CPU] + cmd, check=True, capture_output=True, text=True,
                          env=dict(os.environ, **(env or {}))).stdout
@@ -267,11 +308,13 @@ def hits(work, origin, photo_names, rounds, duration):
                     for _ in range(2):
                         status, _, got = compare.http_get(srv.port, url)
                         assert status == 200 and got == body, (server, label, status, len(got), len(body))
-                    r = compare.wrk(srv.port, url, duration)
+                    r = wrk_own_cpu(srv, url, duration)
+                    r.update(memory_kib(srv.pid))
                     res[label]["rounds"].append({"server": server, "round": rnd, **r})
                     print(f"  round {rnd + 1} {server:9} {label:8} ({len(body) / 1000:.0f} KB): "
-                          f"{r['rps']:8.0f} req/s, {r['server_us']:.1f} us CPU/request "
-                          f"(server core {r['server_cpu']:.0f}%, load core {r['load_cpu']:.0f}%)")
+                          f"{r['rps']:8.0f} req/s, {r['server_us']:.1f} us CPU/request (own; "
+                          f"{r['core_us']:.1f} by its core) (server core {r['server_cpu']:.0f}%, "
+                          f"load core {r['load_cpu']:.0f}%)")
             finally:
                 srv.stop()
     for label, r in res.items():
@@ -337,7 +380,8 @@ def summarize(results):
                   f"{r['vipsthumbnail_cli_mean'] / 1000:.2f} |")
     md += ["", "Memory hits (HTTP/1.1 keep-alive, wrk with 50 connections, one server core), rentcache "
            "against nginx serving the same bytes as static files (sendfile), medians of "
-           f"{len(h['variant']['rounds']) // 2} rounds:", "",
+           f"{len(h['variant']['rounds']) // 2} rounds; CPU is the server processes' own user + system "
+           "time per request:", "",
            "| body | rentcache req/s | nginx req/s | req/s ratio | rentcache CPU us/req | nginx CPU us/req "
            "| CPU ratio |", "|---|---|---|---|---|---|---|"]
     for label, r in h.items():
