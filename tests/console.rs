@@ -488,3 +488,90 @@ fn the_access_log_names_keys_never_tokens_and_reopens_on_sigusr1() {
     assert_eq!(lines(&rotated).len(), 3);
     assert!(p.proc.logs().contains("access log reopened"));
 }
+
+/// Without an admin token, the admin API and the dashboard stay disabled, except in the demo,
+/// which opens them and says so in its log and on the page.
+#[test]
+fn only_the_demo_opens_the_console_without_a_token_and_says_so() {
+    // A served config without a token: disabled.
+    let sim = Sim::start(&[]);
+    let p = Proxy::start(
+        &shipped_config(),
+        &sim.base(),
+        &[("RENTCACHE_ADMIN_TOKEN", ""), ("RUST_LOG", "info")],
+    );
+    let mode = get(&p.admin_url("/console/mode"), &[]).json();
+    assert_eq!(mode["mode"], "disabled");
+    let stats = get(&p.admin_url("/stats"), &[]);
+    assert_eq!(stats.status, 403);
+    assert_eq!(stats.json()["error"]["code"], "admin_disabled");
+    assert!(!p.proc.logs().contains("DEMO MODE"));
+
+    // The demo without a token: open, loudly.
+    let dir = scratch_dir("demo");
+    let mut demo = None;
+    for _ in 0..5 {
+        let (port, admin) = (free_port(), free_port());
+        let args: Vec<String> = [
+            "demo",
+            "--port",
+            &port.to_string(),
+            "--sim-port",
+            &free_port().to_string(),
+            "--admin-port",
+            &admin.to_string(),
+            "--site-port",
+            &free_port().to_string(),
+            "--latency-ms",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let envs = [
+            ("RENTCACHE_ADMIN_TOKEN".to_string(), String::new()),
+            ("RUST_LOG".to_string(), "info".to_string()),
+        ];
+        if let Some(mut d) = spawn_listening("demo", BIN, &args, &envs, &dir, admin) {
+            if wait_for_port(&mut d, port) {
+                demo = Some((d, port, admin));
+                break;
+            }
+        }
+    }
+    let Some((demo, port, admin)) = demo else {
+        panic!("the demo did not start in 5 tries");
+    };
+    assert!(demo.logs().contains("DEMO MODE"), "{}", demo.logs());
+    let base = format!("http://127.0.0.1:{admin}");
+    assert_eq!(
+        get(&format!("{base}/console/mode"), &[]).json()["mode"],
+        "open"
+    );
+    get(
+        &format!("http://127.0.0.1:{port}/propertyadvertising.php?propref=1&noimage=1"),
+        &[],
+    );
+    let stats = get(&format!("{base}/stats"), &[]);
+    assert_eq!(stats.status, 200, "{}", stats.text());
+    assert_eq!(stats.json()["demo_open"], true);
+
+    let Some(b) = common::browser::Browser::start() else {
+        return;
+    };
+    b.goto(&format!("{base}/"));
+    // No login asked: the page starts at once, under its banner.
+    b.wait_for(
+        Duration::from_secs(20),
+        "return !document.getElementById('demo-banner').classList.contains('hidden') \
+         && document.querySelectorAll('#routes tbody tr').length >= 5",
+    );
+    assert!(b.text("#demo-banner").contains("DEMO MODE"));
+    let login_hidden = b.js(
+        "return document.getElementById('login-box').classList.contains('hidden')",
+        vec![],
+    );
+    assert_eq!(login_hidden, true);
+    let errors = b.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+}

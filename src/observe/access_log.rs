@@ -11,7 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -36,6 +36,10 @@ pub struct Line {
     pub total: Duration,
     pub upstream: Option<Duration>,
 }
+
+/// How often the writer looks for lines when the queue was empty: with the default queue of
+/// 10,000 lines, up to 200,000 requests a second are logged without a drop.
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
 pub struct AccessLog {
     queue: SyncSender<Line>,
@@ -175,17 +179,19 @@ impl Writer {
                     Err(e) => log::error!("access log not reopened: {e}"),
                 }
             }
-            // Lines are flushed as soon as the queue is empty: a quiet proxy's log is
-            // current, a busy one's is written in large blocks.
+            // The writer never blocks on the queue: a request that queues a line must not
+            // have to wake a sleeping thread (a system call on the hit path). It drains what
+            // is there, flushes, and looks again a moment later.
             let line = match self.rx.try_recv() {
                 Ok(l) => l,
-                Err(_) => {
+                Err(TryRecvError::Empty) => {
                     let _ = self.out.flush();
-                    match self.rx.recv_timeout(Duration::from_millis(500)) {
-                        Ok(l) => l,
-                        Err(RecvTimeoutError::Timeout) => continue,
-                        Err(RecvTimeoutError::Disconnected) => return,
-                    }
+                    std::thread::sleep(DRAIN_EVERY);
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => {
+                    let _ = self.out.flush();
+                    return;
                 }
             };
             buf.clear();

@@ -363,6 +363,73 @@ impl Observer {
 mod tests {
     use super::*;
 
+    /// What recording one hit costs: `cargo test --release --lib hit_cost -- --ignored
+    /// --nocapture` (bench/console.py runs it).
+    #[test]
+    #[ignore]
+    fn hit_cost() {
+        let config = Arc::new(
+            crate::config::parse_str(include_str!("../../conf/rentcache.yaml"), "bench").unwrap(),
+        );
+        let canonical = crate::policy::key::canonicalize(
+            &config,
+            "/propertyadvertising.php",
+            Some("propref=2&noimage=1"),
+            &http::HeaderMap::new(),
+        )
+        .map(Arc::new)
+        .unwrap();
+        let method = http::Method::GET;
+        let started = Instant::now();
+        let done = || Done {
+            config: &config,
+            canonical: Some(&canonical),
+            method: &method,
+            cache_status: CacheStatus::Hit,
+            tier: Some("memory"),
+            status: 200,
+            started,
+            upstream: None,
+            body_bytes: 2048,
+            client: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 40000))),
+        };
+        let run = |observer: &Observer, what: &str| {
+            for _ in 0..100_000 {
+                observer.finished(done());
+            }
+            let n = 3_000_000u32;
+            let t = Instant::now();
+            for _ in 0..n {
+                observer.finished(std::hint::black_box(done()));
+            }
+            println!("recording one hit ({what}): {:?}", t.elapsed() / n);
+            assert!(observer.route("property").requests.load(Relaxed) > u64::from(n));
+        };
+        let metrics = Arc::new(Metrics::new());
+        run(
+            &Observer::new(metrics.clone(), None),
+            "histogram, window, counters",
+        );
+        let log = access_log::AccessLog::start(
+            &crate::config::AccessLogConfig {
+                to: Some(crate::config::LogTarget::File("/dev/null".into())),
+                format: crate::config::LogFormat::Json,
+                sample: 1.0,
+                queue: 10_000,
+            },
+            metrics.access_log_dropped.clone(),
+        );
+        let dropped = metrics.access_log_dropped.get();
+        run(
+            &Observer::new(metrics.clone(), log),
+            "the same and an access log line queued",
+        );
+        println!(
+            "access log lines dropped (the writer, on another core, fell behind): {}",
+            metrics.access_log_dropped.get() - dropped
+        );
+    }
+
     #[test]
     fn answers_are_classed_by_who_made_them() {
         assert_eq!(

@@ -254,7 +254,8 @@ impl RentCache {
         body_bytes: u64,
         client: Option<std::net::SocketAddr>,
     ) {
-        if req.headers.contains_key(crate::warm::WARM_HEADER) {
+        static WARM: http::HeaderName = http::HeaderName::from_static(crate::warm::WARM_HEADER);
+        if req.headers.contains_key(&WARM) {
             return;
         }
         let served = ctx.served.as_ref();
