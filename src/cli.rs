@@ -1,4 +1,4 @@
-//! Command line: `serve` (default), `check`, `simulate`, `demo`, `advise`.
+//! Command line: `serve` (default), `check`, `simulate`, `demo`, `thumbnail`, `advise`.
 
 use std::path::{Path, PathBuf};
 
@@ -32,9 +32,32 @@ enum Command {
     Simulate(simulator::SimOptions),
     /// Run the simulator and the proxy in front of it on loopback ports (no token needed).
     Demo(DemoArgs),
+    /// Make one media variant of each JPEG file, as `/media/VARIANT/FILE` does, and print
+    /// one JSON line per file with the time it took (bench/media.py uses it).
+    Thumbnail(ThumbnailArgs),
     /// Print a running instance's TTL advice (GET /advice on its admin listener). Nothing is
     /// changed: the advice is for the operator to apply, or not.
     Advise(AdviseArgs),
+}
+
+#[derive(Args, Debug)]
+struct ThumbnailArgs {
+    /// Largest width of the upright picture.
+    #[arg(long, default_value_t = 640)]
+    width: u32,
+    /// 1-100.
+    #[arg(long, default_value_t = 80)]
+    quality: u8,
+    /// Encode WebP instead of JPEG.
+    #[arg(long)]
+    webp: bool,
+    /// Make each variant this many times (one line each).
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// Write each variant into this directory (under the file's name).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    files: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -97,8 +120,60 @@ pub fn main() -> i32 {
         Some(Command::Check(args)) => check(&args.config),
         Some(Command::Simulate(opts)) => simulator::run(opts),
         Some(Command::Demo(args)) => demo(args),
+        Some(Command::Thumbnail(args)) => thumbnail(&args),
         Some(Command::Advise(args)) => advise(&args),
     }
+}
+
+fn thumbnail(args: &ThumbnailArgs) -> i32 {
+    use crate::imaging::{make_variant, Format, Spec};
+    let spec = Spec {
+        width: args.width,
+        quality: args.quality.clamp(1, 100),
+        format: if args.webp {
+            Format::Webp
+        } else {
+            Format::Jpeg
+        },
+        max_pixels: 50_000_000,
+    };
+    let mut failed = 0;
+    for path in &args.files {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                failed += 1;
+                continue;
+            }
+        };
+        for _ in 0..args.repeat.max(1) {
+            let started = std::time::Instant::now();
+            let made = make_variant(&bytes, &spec);
+            let us = started.elapsed().as_secs_f64() * 1e6;
+            match made {
+                Ok(m) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"file": path.display().to_string(), "us": us,
+                            "bytes": m.bytes.len(), "width": m.width, "height": m.height})
+                    );
+                    if let (Some(dir), Some(name)) = (&args.out, path.file_name()) {
+                        if let Err(e) = std::fs::write(dir.join(name), &m.bytes) {
+                            eprintln!("{}: {e}", dir.display());
+                            failed += 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", path.display());
+                    failed += 1;
+                    break;
+                }
+            }
+        }
+    }
+    i32::from(failed > 0)
 }
 
 fn load(path: &Path) -> Result<Config, i32> {

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod demo_site;
 pub mod glob;
+pub mod imaging;
 pub mod json_error;
 pub mod metrics;
 pub mod observe;

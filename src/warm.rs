@@ -20,8 +20,8 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::SharedConfig;
-use crate::policy::key;
+use crate::config::{Config, SharedConfig};
+use crate::policy::{key, media_url};
 use crate::storage::{Entry, TieredStorage};
 use crate::upstream::Throttle;
 
@@ -192,6 +192,9 @@ impl Warmer {
             Some((p, q)) => (p, Some(q)),
             None => (url, None),
         };
+        if media_url::is_media(path) {
+            return self.warm_media(&config, path, url).await;
+        }
         let Some(c) = key::canonicalize(&config, path, query, &http::HeaderMap::new()) else {
             return Fetched::Failed("no route matches it".into());
         };
@@ -207,15 +210,54 @@ impl Warmer {
         while !self.throttle.spare(&config.upstream.budget) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        match self.get(url).await {
+        match self.get(url, None).await {
             Ok((200, body)) => Fetched::Body(body),
             Ok((status, _)) => Fetched::Failed(format!("HTTP {status}")),
             Err(e) => Fetched::Failed(e),
         }
     }
 
+    /// A media file, and for a variant each format browsers are served (JPEG, and WebP
+    /// when it is enabled): each is its own entry.
+    async fn warm_media(&self, config: &Config, path: &str, url: &str) -> Fetched {
+        let webp = config.media.webp && path[media_url::PREFIX.len()..].contains('/');
+        let accepts: &[Option<&str>] = if webp {
+            &[None, Some("image/webp")]
+        } else {
+            &[None]
+        };
+        let now = SystemTime::now();
+        let mut outcome = None;
+        for accept in accepts {
+            let mut headers = http::HeaderMap::new();
+            if let Some(a) = accept {
+                headers.insert(http::header::ACCEPT, http::HeaderValue::from_static(a));
+            }
+            let target = match media_url::target(config, path, &headers) {
+                Ok(t) => t,
+                Err(e) => return Fetched::Failed(e.message()),
+            };
+            let fresh = self
+                .storage
+                .find(&target.hash)
+                .await
+                .into_iter()
+                .find_map(|(_, e)| e.filter(|e| e.times.is_fresh(now)));
+            if let Some(e) = fresh {
+                outcome.get_or_insert(Fetched::Fresh(e));
+                continue;
+            }
+            match self.get(url, *accept).await {
+                Ok((200, _)) => outcome = Some(Fetched::Body(Bytes::new())),
+                Ok((status, _)) => return Fetched::Failed(format!("HTTP {status}")),
+                Err(e) => return Fetched::Failed(e),
+            }
+        }
+        outcome.unwrap_or_else(|| Fetched::Failed("nothing to warm".into()))
+    }
+
     /// `GET url` through the proxy's own public listener.
-    async fn get(&self, url: &str) -> Result<(u16, Bytes), String> {
+    async fn get(&self, url: &str, accept: Option<&str>) -> Result<(u16, Bytes), String> {
         let peer = HttpPeer::new(self.proxy, false, String::new());
         let (mut session, _) = self
             .connector
@@ -226,6 +268,9 @@ impl Warmer {
             RequestHeader::build("GET", url.as_bytes(), None).map_err(|e| e.to_string())?;
         let _ = req.insert_header(http::header::HOST, "rentcache-warm");
         let _ = req.insert_header(WARM_HEADER, "1");
+        if let Some(a) = accept {
+            let _ = req.insert_header(http::header::ACCEPT, a);
+        }
         session
             .write_request_header(Box::new(req))
             .await

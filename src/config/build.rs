@@ -8,9 +8,9 @@ use super::file::{FileConfig, Mode, RouteFile};
 use super::load::Problems;
 use super::locate::KeyPath;
 use super::{
-    Admin, ApiBase, Budget, Cdn, CdnPurge, Config, Cors, Dependency, KeyRules, Memory, ParamFilter,
-    ParamPattern, PathMatch, PurgeProvider, Redis, RedisNodes, RefreshAhead, Route, RouteMatch,
-    Server, SurrogateKeys, Tls, Upstream, Warm, WarmList,
+    Admin, ApiBase, Budget, Cdn, CdnPurge, Config, Cors, Dependency, KeyRules, Media, Memory,
+    ParamFilter, ParamPattern, PathMatch, PurgeProvider, Redis, RedisNodes, RefreshAhead, Route,
+    RouteMatch, Server, SurrogateKeys, Tls, Upstream, Variant, Warm, WarmList,
 };
 
 /// TinyUFO weighs entries in u16 units; with KiB units one object can be at most 64 MiB.
@@ -72,6 +72,7 @@ pub fn build(f: &FileConfig, source: &str, routes_reported: bool, p: &mut Proble
         key: key_rules(f, &root.key("key"), p),
         dependencies: dependencies(f, &root.key("dependencies"), p),
         warm: warm(f, &root.key("warm"), p),
+        media: media(f, &root.key("media"), p),
         refresh_ahead: RefreshAhead {
             hot_threshold: f.refresh_ahead.hot_threshold,
             lead: f.refresh_ahead.lead.0,
@@ -458,6 +459,62 @@ fn warm(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Warm {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         lists,
+    }
+}
+
+/// Widest variant: a 16,384-pixel side is what the encoders accept.
+const MAX_VARIANT_WIDTH: u32 = 16_384;
+
+fn media(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Media {
+    let m = &f.media;
+    let quality_ok = |q: u8, at: KeyPath, p: &mut Problems| {
+        if !(1..=100).contains(&q) {
+            p.push((at, format!("{q} is not a quality from 1 to 100")));
+        }
+    };
+    quality_ok(m.quality, path.key("quality"), p);
+    let mut variants = Vec::new();
+    for (name, v) in &m.variants {
+        let at = path.key("variants").key(name);
+        let name_ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !name_ok {
+            p.push((
+                at.clone(),
+                format!("`{name}` must be letters, digits, _ or -"),
+            ));
+        }
+        if v.width == 0 || v.width > MAX_VARIANT_WIDTH {
+            p.push((
+                at.key("width"),
+                format!("{} is not a width from 1 to {MAX_VARIANT_WIDTH}", v.width),
+            ));
+        }
+        if let Some(q) = v.quality {
+            quality_ok(q, at.key("quality"), p);
+        }
+        variants.push(Variant {
+            name: name.clone(),
+            width: v.width,
+            quality: v.quality.unwrap_or(m.quality),
+        });
+    }
+    if m.workers == 0 {
+        p.push((path.key("workers"), "must be at least 1".into()));
+    }
+    count_at_most(m.workers, MAX_THREADS, path.key("workers"), p);
+    count_at_most(m.queue, MAX_QUEUE_SIZE, path.key("queue"), p);
+    if m.max_pixels == 0 {
+        p.push((path.key("max_pixels"), "must be more than 0".into()));
+    }
+    Media {
+        variants,
+        webp: m.webp,
+        workers: m.workers,
+        queue: m.queue,
+        max_pixels: m.max_pixels,
     }
 }
 

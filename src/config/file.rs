@@ -24,6 +24,7 @@ pub struct FileConfig {
     pub refresh_ahead: RefreshAheadFile,
     pub dependencies: Vec<DependencyFile>,
     pub warm: WarmFile,
+    pub media: MediaFile,
     pub access_log: AccessLogFile,
     pub console: ConsoleFile,
     /// One slot per route in the file; `None` where the route could not be read (its error is
@@ -136,6 +137,46 @@ pub struct WarmListFile {
 pub struct DependencyFile {
     pub when: String,
     pub purge: Vec<String>,
+}
+
+/// Media files served at `/media/...`: image variants and how they are made.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct MediaFile {
+    pub variants: BTreeMap<String, VariantFile>,
+    pub quality: u8,
+    pub webp: bool,
+    pub workers: usize,
+    pub queue: usize,
+    pub max_pixels: u64,
+}
+
+impl Default for MediaFile {
+    fn default() -> Self {
+        let v = |width| VariantFile {
+            width,
+            quality: None,
+        };
+        MediaFile {
+            variants: BTreeMap::from([
+                ("thumbnail".to_string(), v(320)),
+                ("card".to_string(), v(640)),
+                ("hero".to_string(), v(1600)),
+            ]),
+            quality: 80,
+            webp: true,
+            workers: 2,
+            queue: 64,
+            max_pixels: 50_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantFile {
+    pub width: u32,
+    pub quality: Option<u8>,
 }
 
 #[derive(Debug, Deserialize)]

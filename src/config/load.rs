@@ -100,7 +100,7 @@ fn caught(
 }
 
 const SECTIONS: &str =
-    "server, admin, upstream, memory, redis, cors, cdn, key, refresh_ahead, dependencies, warm, access_log, console, routes";
+    "server, admin, upstream, memory, redis, cors, cdn, key, refresh_ahead, dependencies, warm, media, access_log, console, routes";
 
 /// Parses and validates config text; `source` names it in messages.
 pub fn parse_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
@@ -146,6 +146,7 @@ pub fn parse_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                     "redis" => file.redis = section(&v, &path, &mut problems),
                     "admin" => set(&mut file.admin, section(&v, &path, &mut problems)),
                     "warm" => set(&mut file.warm, section(&v, &path, &mut problems)),
+                    "media" => set(&mut file.media, section(&v, &path, &mut problems)),
                     "dependencies" => {
                         set(&mut file.dependencies, section(&v, &path, &mut problems))
                     }

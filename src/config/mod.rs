@@ -34,6 +34,7 @@ pub struct Config {
     pub refresh_ahead: RefreshAhead,
     pub dependencies: Vec<Dependency>,
     pub warm: Warm,
+    pub media: Media,
     pub access_log: AccessLogConfig,
     pub console: Console,
     pub routes: Vec<Route>,
@@ -80,6 +81,36 @@ pub struct WarmList {
 pub struct Dependency {
     pub when: globset::GlobMatcher,
     pub purge: Vec<String>,
+}
+
+/// Media files at `/media/{file}` and `/media/{variant}/{file}`.
+#[derive(Debug, Clone)]
+pub struct Media {
+    /// Named variants, in name order.
+    pub variants: Vec<Variant>,
+    /// WebP for clients whose `Accept` allows it (else JPEG).
+    pub webp: bool,
+    /// Images processed at once, off the async runtime (restart to change).
+    pub workers: usize,
+    /// Images that may wait for a worker; more get 503 (restart to change).
+    pub queue: usize,
+    /// Larger images (width x height as their header says) are refused before decoding.
+    pub max_pixels: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variant {
+    pub name: String,
+    /// Largest width in pixels (never upscaled; the aspect ratio is kept).
+    pub width: u32,
+    /// Encoder quality, 1-100 (JPEG and WebP).
+    pub quality: u8,
+}
+
+impl Media {
+    pub fn variant(&self, name: &str) -> Option<&Variant> {
+        self.variants.iter().find(|v| v.name == name)
+    }
 }
 
 /// Where the access log goes.

@@ -8,6 +8,7 @@ pub mod encoding;
 pub mod freshness;
 pub mod key;
 pub mod media;
+pub mod media_url;
 pub mod outer;
 pub mod php;
 pub mod query;

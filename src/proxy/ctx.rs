@@ -71,6 +71,8 @@ pub struct Ctx {
     pub admission: Option<Admission>,
     /// A fresh hit the front door prepared that only pingora's writer can send.
     pub(crate) answer: Option<super::answer::Answer>,
+    /// Set once a `/media/...` request is routed: the file it asks for.
+    pub media: Option<Arc<super::media::MediaRequest>>,
     /// How long the request waited for Rentman (its key's fill, or a pass-through's
     /// answer), when it did.
     pub upstream_time: Option<Duration>,
@@ -93,6 +95,7 @@ impl Ctx {
             recorded: false,
             admission: None,
             answer: None,
+            media: None,
             upstream_time: None,
             direct_body_bytes: 0,
         }

@@ -32,6 +32,7 @@ mod front;
 mod gzip;
 pub mod head;
 pub mod hot;
+mod media;
 mod memo;
 mod outcome;
 mod reply;
@@ -71,6 +72,7 @@ pub struct RentCache {
     config: SharedConfig,
     storage: &'static TieredStorage,
     fills: Arc<Fills>,
+    media: Arc<media::MediaFiles>,
     hot: Arc<hot::HotKeys>,
     metrics: Arc<Metrics>,
     memo: Arc<memo::KeyMemo>,
@@ -122,6 +124,7 @@ impl RentCache {
         let c = p.config.load_full();
         RentCache {
             storage: p.storage,
+            media: media::MediaFiles::new(p.fills.clone(), p.storage, &c.media),
             fills: p.fills,
             hot: p.hot,
             metrics: p.metrics,
@@ -145,17 +148,26 @@ impl RentCache {
     /// once a second reports them. Whether the entry is fresh is decided to the nanosecond.
     pub(crate) async fn answer_early(&self, req: &RequestHeader, keepalive: bool) -> Early {
         let mut ctx = Box::new(self.new_ctx());
-        let Some(canonical) = self.canonical(&ctx.config, req) else {
-            return Early::NotHere;
+        let found = if crate::policy::media_url::is_media(req.uri.path()) {
+            let get = req.method == http::Method::GET || req.method == http::Method::HEAD;
+            if !get || self.route_media(req, &mut ctx).is_err() {
+                return Early::NotHere;
+            }
+            self.media_fresh(&mut ctx).await
+        } else {
+            let Some(canonical) = self.canonical(&ctx.config, req) else {
+                return Early::NotHere;
+            };
+            let Some(route) = ctx.config.routes.get(canonical.route) else {
+                return Early::NotHere;
+            };
+            if !route.is_cached() || !routes::allows_method(route, &req.method) {
+                return Early::NotHere;
+            }
+            ctx.canonical = Some(canonical);
+            self.find_fresh(req, &mut ctx).await
         };
-        let Some(route) = ctx.config.routes.get(canonical.route) else {
-            return Early::NotHere;
-        };
-        if !route.is_cached() || !routes::allows_method(route, &req.method) {
-            return Early::NotHere;
-        }
-        ctx.canonical = Some(canonical);
-        let Some(found) = self.find_fresh(req, &mut ctx).await else {
+        let Some(found) = found else {
             return Early::LookedUp(ctx);
         };
         let (head, body, status) = if !found.may_compress && renders_alike(req) {
@@ -428,9 +440,15 @@ impl ProxyHttp for RentCache {
             {
                 return Ok(true);
             }
+            if crate::policy::media_url::is_media(session.req_header().uri.path()) {
+                return self.serve_media(session, ctx).await;
+            }
             if !self.route(session, ctx).await? {
                 return Ok(true);
             }
+        }
+        if ctx.media.is_some() {
+            return self.serve_media(session, ctx).await;
         }
         if ctx.pass_through {
             return Ok(!self.admit(session, ctx).await?);

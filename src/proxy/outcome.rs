@@ -90,7 +90,8 @@ pub fn decorate_with(
         let _ = resp.insert_header(CACHE_STATUS.clone(), v);
     }
 
-    if let Some(route) = ctx.route() {
+    // Media files carry their own `Cache-Control` (immutable): the route's is for its JSON.
+    if let Some(route) = ctx.route().filter(|_| ctx.media.is_none()) {
         if route.mode == Mode::Forced {
             let cacheable = route.is_cached()
                 && route.cacheable_statuses.contains(&resp.status.as_u16())

@@ -11,9 +11,13 @@ use rand::RngCore;
 /// Largest payload of one marker segment: its 16-bit length counts itself (2 bytes).
 pub const MAX_SEGMENT_PAYLOAD: usize = 65_533;
 
-/// Picture size in pixels; a multiple of 8 so every block is whole.
+/// Picture size in pixels of the small files (EPCs, floorplans); a multiple of 8 so every
+/// block is whole.
 const WIDTH: usize = 160;
 const HEIGHT: usize = 120;
+/// Photos are camera-sized, so that variants are real reductions (~34 KB before padding).
+pub const PHOTO_WIDTH: usize = 1600;
+pub const PHOTO_HEIGHT: usize = 1200;
 
 /// Every quantiser is 8: a flat block's DC coefficient is 8*(v-128), so the quantised DC is
 /// just the level-shifted sample and fits Huffman category 8.
@@ -60,7 +64,32 @@ impl Palette {
 /// A JPEG of exactly `size` bytes (or of its natural size, a few hundred bytes, if `size` is
 /// smaller), padded with comment segments of bytes from `rng`.
 pub fn padded_jpeg(palette: &Palette, size: usize, rng: &mut impl RngCore) -> Vec<u8> {
-    let (head, tail) = encode(palette);
+    padded_picture(palette, (WIDTH, HEIGHT), None, size, rng)
+}
+
+/// A photo of `PHOTO_WIDTH` x `PHOTO_HEIGHT` pixels, padded like [`padded_jpeg`], with an
+/// EXIF orientation when given (6: the camera was turned a quarter clockwise, so the
+/// picture shows upright as a portrait, its sky on the right as stored).
+pub fn padded_photo(
+    palette: &Palette,
+    orientation: Option<u16>,
+    size: usize,
+    rng: &mut impl RngCore,
+) -> Vec<u8> {
+    padded_picture(palette, (PHOTO_WIDTH, PHOTO_HEIGHT), orientation, size, rng)
+}
+
+fn padded_picture(
+    palette: &Palette,
+    dims: (usize, usize),
+    orientation: Option<u16>,
+    size: usize,
+    rng: &mut impl RngCore,
+) -> Vec<u8> {
+    let (mut head, tail) = encode(palette, dims);
+    if let Some(o) = orientation {
+        push_exif_orientation(&mut head, o);
+    }
     let pad = size.saturating_sub(head.len() + tail.len());
     let mut out = Vec::with_capacity(head.len() + pad + tail.len());
     out.extend_from_slice(&head);
@@ -96,9 +125,27 @@ fn push_comment_padding(out: &mut Vec<u8>, pad: usize, rng: &mut impl RngCore) {
     }
 }
 
+/// An APP1 segment with a minimal EXIF block (big-endian TIFF, one IFD entry: the
+/// orientation tag 0x0112, a SHORT).
+fn push_exif_orientation(out: &mut Vec<u8>, orientation: u16) {
+    let mut tiff: Vec<u8> = b"MM\0*".to_vec();
+    tiff.extend_from_slice(&8u32.to_be_bytes());
+    tiff.extend_from_slice(&1u16.to_be_bytes());
+    tiff.extend_from_slice(&0x0112u16.to_be_bytes());
+    tiff.extend_from_slice(&3u16.to_be_bytes());
+    tiff.extend_from_slice(&1u32.to_be_bytes());
+    tiff.extend_from_slice(&orientation.to_be_bytes());
+    tiff.extend_from_slice(&[0, 0]);
+    tiff.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&((2 + 6 + tiff.len()) as u16).to_be_bytes());
+    out.extend_from_slice(b"Exif\0\0");
+    out.extend_from_slice(&tiff);
+}
+
 /// Encodes the picture; returns the bytes before the padding point (SOI, APP0) and after it
 /// (tables, frame, scan, EOI).
-fn encode(p: &Palette) -> (Vec<u8>, Vec<u8>) {
+fn encode(p: &Palette, (width, height): (usize, usize)) -> (Vec<u8>, Vec<u8>) {
     let mut head = vec![0xFF, 0xD8];
     // JFIF APP0, version 1.01, no density unit, 1:1 aspect, no thumbnail.
     head.extend_from_slice(&[
@@ -108,7 +155,7 @@ fn encode(p: &Palette) -> (Vec<u8>, Vec<u8>) {
     let mut tail = Vec::with_capacity(1024);
     tail.extend_from_slice(&[0xFF, 0xDB, 0x00, 0x43, 0x00]);
     tail.extend_from_slice(&[QUANT; 64]);
-    let (h, w) = (HEIGHT as u16, WIDTH as u16);
+    let (h, w) = (height as u16, width as u16);
     tail.extend_from_slice(&[0xFF, 0xC0, 0x00, 0x11, 0x08]);
     tail.extend_from_slice(&h.to_be_bytes());
     tail.extend_from_slice(&w.to_be_bytes());
@@ -123,9 +170,9 @@ fn encode(p: &Palette) -> (Vec<u8>, Vec<u8>) {
     let ac = huffman_codes(&AC_BITS, &AC_VALS);
     let mut bits = BitWriter::new(&mut tail);
     let mut pred = [0i32; 3];
-    for by in 0..HEIGHT / 8 {
-        for bx in 0..WIDTH / 8 {
-            let ycc = to_ycbcr(block_colour(p, bx, by));
+    for by in 0..height / 8 {
+        for bx in 0..width / 8 {
+            let ycc = to_ycbcr(block_colour(p, (width / 8, height / 8), bx, by));
             for c in 0..3 {
                 let v = ycc[c] - 128;
                 let diff = v - pred[c];
@@ -147,9 +194,8 @@ fn encode(p: &Palette) -> (Vec<u8>, Vec<u8>) {
     (head, tail)
 }
 
-/// A house in a landscape, drawn in 8x8 blocks (20 x 15 of them).
-fn block_colour(p: &Palette, bx: usize, by: usize) -> [u8; 3] {
-    let (bw, bh) = (WIDTH / 8, HEIGHT / 8);
+/// A house in a landscape, drawn in 8x8 blocks (`bw` x `bh` of them).
+fn block_colour(p: &Palette, (bw, bh): (usize, usize), bx: usize, by: usize) -> [u8; 3] {
     let horizon = bh * 2 / 3;
     let (x0, x1) = (bw * 7 / 20, bw * 13 / 20);
     if by + 1 == horizon / 2 + 1 && (x0 + 1..x1 - 1).contains(&bx) {
@@ -314,6 +360,12 @@ mod tests {
             if size > 700 {
                 assert_eq!(j.len(), size);
             }
+            let photo = padded_photo(&p, Some(6), size, &mut rng(size as u64));
+            if size > 40_000 {
+                assert_eq!(photo.len(), size);
+            }
+            let markers = check_structure(&photo).unwrap_or_else(|e| panic!("photo {size}: {e}"));
+            assert_eq!(&markers[..2], &[0xE0, 0xE1]);
             let markers = check_structure(&j).unwrap_or_else(|e| panic!("size {size}: {e}"));
             assert_eq!(markers.first(), Some(&0xE0));
             assert!(markers.contains(&0xC0) && markers.contains(&0xC4) && markers.contains(&0xDB));

@@ -6,8 +6,9 @@ use base64::Engine as _;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::dataset::MediaKind;
 use super::dataset::{MediaFormat, MediaRef, Property};
-use super::jpeg::{padded_jpeg, Palette};
+use super::jpeg::{padded_jpeg, padded_photo, Palette};
 use super::pdf::padded_pdf;
 use super::php_json::{Record, Val};
 
@@ -18,6 +19,13 @@ pub const BASE64_LINE: usize = 76;
 pub fn media_bytes(p: &Property, m: &MediaRef) -> Vec<u8> {
     let mut rng = ChaCha8Rng::seed_from_u64(m.seed);
     match m.format {
+        MediaFormat::Jpeg if m.kind == MediaKind::Photo => {
+            let palette = Palette::random(&mut rng);
+            // One photo in four was taken with the camera turned: stored landscape, shown
+            // portrait by its EXIF orientation, as phones do.
+            let orientation = m.seed.is_multiple_of(4).then_some(6);
+            padded_photo(&palette, orientation, m.size, &mut rng)
+        }
         MediaFormat::Jpeg => {
             let palette = Palette::random(&mut rng);
             padded_jpeg(&palette, m.size, &mut rng)

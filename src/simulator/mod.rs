@@ -19,7 +19,7 @@ mod api;
 mod dataset;
 mod faults;
 mod handler;
-mod jpeg;
+pub mod jpeg;
 mod media;
 mod options;
 mod pdf;

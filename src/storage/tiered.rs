@@ -296,6 +296,12 @@ impl TieredStorage {
             Vec::new()
         };
         entry_tags.extend(body_tags.iter().cloned());
+        // Tags the entry brings (a file made from a JSON answer keeps that answer's).
+        for t in &entry.tags {
+            if !entry_tags.contains(t) {
+                entry_tags.push(t.clone());
+            }
+        }
         let previous = match info.watch_changes {
             true => self.first(&entry.hash).await,
             false => None,

@@ -1,0 +1,267 @@
+//! Image variants: a JPEG photo decoded at the smallest scale that still covers the variant
+//! (libjpeg-turbo's shrink-on-load, in the DCT), resized with SIMD, turned upright by its
+//! EXIF orientation, and encoded without metadata as JPEG or lossy WebP.
+//!
+//! Everything here is synchronous and CPU-bound: the proxy runs it on [`pool::Pool`], never
+//! on its async runtime.
+
+mod orient;
+pub mod pool;
+mod webp;
+
+use fast_image_resize as fr;
+
+use crate::policy::media::{sniff, MediaType};
+pub use crate::policy::media_url::Format;
+
+/// What to make of an original.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    /// Largest width of the upright picture; never upscaled.
+    pub width: u32,
+    pub quality: u8,
+    pub format: Format,
+    /// Pictures with more pixels (as their header says) are refused before decoding.
+    pub max_pixels: u64,
+}
+
+/// A variant made.
+#[derive(Debug)]
+pub struct Made {
+    pub bytes: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Why no variant could be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageError {
+    /// Variants are made from JPEG photos; this file is another type (or none).
+    Unsupported(Option<MediaType>),
+    /// More pixels than `max_pixels`: refused unread (a decompression bomb, or a scan).
+    TooLarge { width: u64, height: u64, max: u64 },
+    /// The file does not decode.
+    Corrupt(String),
+}
+
+impl std::fmt::Display for ImageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            ImageError::Unsupported(Some(t)) => write!(
+                f,
+                "variants are made from JPEG photos; this file is {}",
+                t.content_type()
+            ),
+            ImageError::Unsupported(None) => f.write_str("the file is not an image"),
+            ImageError::TooLarge { width, height, max } => write!(
+                f,
+                "the image is {width}x{height} pixels, more than the {max} allowed (media.max_pixels)"
+            ),
+            ImageError::Corrupt(why) => write!(f, "the image does not decode: {why}"),
+        }
+    }
+}
+
+/// The JPEG scale (n/8) decoding at which still covers `want` pixels of `full`: the
+/// smallest of 1/8, 1/4, 1/2 and 1 (libjpeg-turbo scales in the DCT, so a smaller scale
+/// is a proportionally cheaper decode).
+fn shrink_on_load(full: (u32, u32), want: (u32, u32)) -> u32 {
+    for n in [1, 2, 4] {
+        let (scaled_w, scaled_h) = ((full.0 * n).div_ceil(8), (full.1 * n).div_ceil(8));
+        if scaled_w >= want.0 && scaled_h >= want.1 {
+            return n;
+        }
+    }
+    8
+}
+
+/// Makes the variant `spec` asks for from `original`'s bytes.
+pub fn make_variant(original: &[u8], spec: &Spec) -> Result<Made, ImageError> {
+    let kind = sniff(original);
+    if kind != Some(MediaType::Jpeg) {
+        return Err(ImageError::Unsupported(kind));
+    }
+    let corrupt = |e: turbojpeg::Error| ImageError::Corrupt(e.to_string());
+    let mut decompressor = turbojpeg::Decompressor::new().map_err(corrupt)?;
+    let header = decompressor.read_header(original).map_err(corrupt)?;
+    let (w, h) = (header.width as u64, header.height as u64);
+    if w == 0 || h == 0 {
+        return Err(ImageError::Corrupt("the image has no pixels".into()));
+    }
+    if w.saturating_mul(h) > spec.max_pixels {
+        return Err(ImageError::TooLarge {
+            width: w,
+            height: h,
+            max: spec.max_pixels,
+        });
+    }
+    let (w, h) = (w as u32, h as u32);
+    let orientation = orient::of(original);
+    // The wanted width is the upright picture's: a quarter turn makes it the stored height.
+    let turned = orient::swaps_axes(orientation);
+    let upright_w = if turned { h } else { w };
+    let ratio = f64::from(spec.width.min(upright_w)) / f64::from(upright_w);
+    let target = (
+        ((f64::from(w) * ratio).round() as u32).max(1),
+        ((f64::from(h) * ratio).round() as u32).max(1),
+    );
+    let n = shrink_on_load((w, h), target);
+    let (dw, dh) = ((w * n).div_ceil(8), (h * n).div_ceil(8));
+    let mut pixels = vec![0u8; dw as usize * dh as usize * 3];
+    decompressor
+        .decompress(
+            original,
+            turbojpeg::Image {
+                pixels: pixels.as_mut_slice(),
+                width: dw as usize,
+                pitch: dw as usize * 3,
+                height: dh as usize,
+                format: turbojpeg::PixelFormat::RGB,
+            },
+        )
+        .map_err(corrupt)?;
+    let resized = if (dw, dh) == target {
+        pixels
+    } else {
+        resize(pixels, (dw, dh), target)?
+    };
+    let (pixels, width, height) = orient::apply(resized, target.0, target.1, orientation);
+    let bytes = match spec.format {
+        Format::Jpeg => encode_jpeg(&pixels, width, height, spec.quality)?,
+        Format::Webp => webp::encode_rgb(&pixels, width, height, spec.quality)
+            .ok_or_else(|| ImageError::Corrupt("the WebP encoder failed".into()))?,
+    };
+    Ok(Made {
+        bytes,
+        width,
+        height,
+    })
+}
+
+fn resize(pixels: Vec<u8>, from: (u32, u32), to: (u32, u32)) -> Result<Vec<u8>, ImageError> {
+    let failed = |e: &dyn std::fmt::Display| ImageError::Corrupt(format!("resize: {e}"));
+    let src = fr::images::Image::from_vec_u8(from.0, from.1, pixels, fr::PixelType::U8x3)
+        .map_err(|e| failed(&e))?;
+    let mut dst = fr::images::Image::new(to.0, to.1, fr::PixelType::U8x3);
+    let options =
+        fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3));
+    fr::Resizer::new()
+        .resize(&src, &mut dst, &options)
+        .map_err(|e| failed(&e))?;
+    Ok(dst.into_vec())
+}
+
+fn encode_jpeg(pixels: &[u8], width: u32, height: u32, quality: u8) -> Result<Vec<u8>, ImageError> {
+    let failed = |e: turbojpeg::Error| ImageError::Corrupt(format!("JPEG encoder: {e}"));
+    let mut c = turbojpeg::Compressor::new().map_err(failed)?;
+    c.set_quality(i32::from(quality));
+    c.set_subsamp(turbojpeg::Subsamp::Sub2x2);
+    c.compress_to_vec(turbojpeg::Image {
+        pixels,
+        width: width as usize,
+        pitch: width as usize * 3,
+        height: height as usize,
+        format: turbojpeg::PixelFormat::RGB,
+    })
+    .map_err(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shrinks_as_far_as_the_target_allows() {
+        assert_eq!(shrink_on_load((1600, 1200), (320, 240)), 2);
+        assert_eq!(shrink_on_load((1600, 1200), (200, 150)), 1);
+        assert_eq!(shrink_on_load((1600, 1200), (640, 480)), 4);
+        assert_eq!(shrink_on_load((1600, 1200), (1600, 1200)), 8);
+        assert_eq!(shrink_on_load((1601, 1201), (200, 151)), 1);
+    }
+}
+
+#[cfg(test)]
+mod photo_tests {
+    use super::*;
+    use crate::simulator::jpeg::{padded_photo, Palette};
+    use rand::SeedableRng;
+
+    fn photo(orientation: Option<u16>) -> Vec<u8> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let palette = Palette::random(&mut rng);
+        padded_photo(&palette, orientation, 120_000, &mut rng)
+    }
+
+    fn spec(width: u32, format: Format) -> Spec {
+        Spec {
+            width,
+            quality: 80,
+            format,
+            max_pixels: 50_000_000,
+        }
+    }
+
+    fn decode(jpeg: &[u8]) -> turbojpeg::Image<Vec<u8>> {
+        turbojpeg::decompress(jpeg, turbojpeg::PixelFormat::RGB).unwrap()
+    }
+
+    fn pixel(img: &turbojpeg::Image<Vec<u8>>, x: usize, y: usize) -> [u8; 3] {
+        let i = y * img.pitch + x * 3;
+        [img.pixels[i], img.pixels[i + 1], img.pixels[i + 2]]
+    }
+
+    #[test]
+    fn variants_keep_the_aspect_and_are_never_upscaled() {
+        let original = photo(None);
+        let m = make_variant(&original, &spec(320, Format::Jpeg)).unwrap();
+        assert_eq!((m.width, m.height), (320, 240));
+        let img = decode(&m.bytes);
+        assert_eq!((img.width, img.height), (320, 240));
+        // No metadata survives (the original's padding is comments; EXIF below).
+        assert!(!m.bytes.windows(2).any(|w| w == [0xFF, 0xFE]));
+        let big = make_variant(&original, &spec(4000, Format::Jpeg)).unwrap();
+        assert_eq!((big.width, big.height), (1600, 1200));
+        let webp = make_variant(&original, &spec(640, Format::Webp)).unwrap();
+        assert_eq!(&webp.bytes[..4], b"RIFF");
+        assert_eq!(&webp.bytes[8..12], b"WEBP");
+        assert_eq!((webp.width, webp.height), (640, 480));
+    }
+
+    #[test]
+    fn exif_orientation_is_applied_and_dropped() {
+        let m = make_variant(&photo(Some(6)), &spec(300, Format::Jpeg)).unwrap();
+        assert_eq!((m.width, m.height), (300, 400));
+        assert!(!m.bytes.windows(4).any(|w| w == b"Exif"));
+        let img = decode(&m.bytes);
+        assert_eq!((img.width, img.height), (300, 400));
+        // Stored with the sky on top; shown turned clockwise, the sky is on the right and
+        // the (darker, greener) ground on the left.
+        let (left, right) = (pixel(&img, 2, 200), pixel(&img, 297, 200));
+        let brightness = |p: [u8; 3]| p.iter().map(|&c| u32::from(c)).sum::<u32>();
+        assert!(brightness(right) > brightness(left), "{left:?} {right:?}");
+        assert!(right[2] > left[2], "the sky is bluer: {left:?} {right:?}");
+    }
+
+    #[test]
+    fn bombs_and_other_files_are_refused_unread() {
+        let mut bomb = photo(None);
+        let sof = bomb.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        bomb[sof + 5..sof + 7].copy_from_slice(&60_000u16.to_be_bytes());
+        bomb[sof + 7..sof + 9].copy_from_slice(&60_000u16.to_be_bytes());
+        match make_variant(&bomb, &spec(320, Format::Jpeg)) {
+            Err(ImageError::TooLarge { width, height, .. }) => {
+                assert_eq!((width, height), (60_000, 60_000))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            make_variant(b"%PDF-1.4", &spec(320, Format::Jpeg)).unwrap_err(),
+            ImageError::Unsupported(Some(MediaType::Pdf))
+        );
+        let truncated = make_variant(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 2], &spec(320, Format::Jpeg));
+        assert!(
+            matches!(truncated, Err(ImageError::Corrupt(_))),
+            "{truncated:?}"
+        );
+    }
+}
