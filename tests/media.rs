@@ -565,3 +565,60 @@ fn two_instances_sharing_redis_make_one_rentman_call_per_file() {
         "one Rentman call across both instances"
     );
 }
+
+#[test]
+fn large_hits_sent_from_memory_files_reach_slow_readers_whole() {
+    use std::io::{Read, Write};
+    let sim = Sim::start(&[]);
+    let proxy = Proxy::rentman(&sim, &[]);
+    let all = records(&proxy);
+    // The largest of a few originals: over the 16 KiB from which bodies live in memory files.
+    let photo = all
+        .iter()
+        .filter_map(|r| field(r, "photo1"))
+        .take(8)
+        .max_by_key(|f| proxy.get(&format!("/media/{f}")).body.len())
+        .unwrap();
+    let expected = proxy.get(&format!("/media/{photo}")).body;
+    assert!(expected.len() > 16 * 1024);
+    // Forty requests pipelined, and nothing read until all are sent: the socket fills and
+    // the proxy must wait for it between and inside bodies.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    let one = format!("GET /media/{photo} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let n = 40;
+    s.write_all(one.repeat(n).as_bytes()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut answers = 0;
+    while answers < n {
+        let k = s.read(&mut buf).unwrap();
+        assert!(k > 0, "closed after {answers} answers");
+        got.extend_from_slice(&buf[..k]);
+        // Take every complete answer at the front.
+        while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("content-length");
+            if got.len() < end + 4 + len {
+                break;
+            }
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            assert_eq!(
+                &got[end + 4..end + 4 + len],
+                &expected[..],
+                "answer {answers}"
+            );
+            got.drain(..end + 4 + len);
+            answers += 1;
+        }
+    }
+    assert!(got.is_empty());
+}

@@ -105,6 +105,18 @@ pub fn make_variant(original: &[u8], spec: &Spec) -> Result<Made, ImageError> {
         ((f64::from(w) * ratio).round() as u32).max(1),
         ((f64::from(h) * ratio).round() as u32).max(1),
     );
+    if spec.format == Format::Jpeg && target == (w, h) {
+        // The photo is no wider than the variant: its own compressed data, turned upright
+        // and without its other segments, losslessly and without decoding it.
+        if let Some(bytes) = lossless(original, orientation) {
+            let (width, height) = if turned { (h, w) } else { (w, h) };
+            return Ok(Made {
+                bytes,
+                width,
+                height,
+            });
+        }
+    }
     let n = shrink_on_load((w, h), target);
     let (dw, dh) = ((w * n).div_ceil(8), (h * n).div_ceil(8));
     let mut pixels = vec![0u8; dw as usize * dh as usize * 3];
@@ -136,6 +148,33 @@ pub fn make_variant(original: &[u8], spec: &Spec) -> Result<Made, ImageError> {
         width,
         height,
     })
+}
+
+/// A JPEG turned by its EXIF orientation in the DCT domain, keeping no marker but the
+/// JFIF header (EXIF, ICC, comments dropped); `None` when the turn would not be exact (a
+/// partial edge block), and the picture is decoded instead.
+fn lossless(original: &[u8], orientation: u32) -> Option<Vec<u8>> {
+    use turbojpeg::TransformOp as Op;
+    let op = match orientation {
+        2 => Op::Hflip,
+        3 => Op::Rot180,
+        4 => Op::Vflip,
+        5 => Op::Transpose,
+        6 => Op::Rot90,
+        7 => Op::Transverse,
+        8 => Op::Rot270,
+        _ => Op::None,
+    };
+    let transform = turbojpeg::Transform {
+        op,
+        perfect: true,
+        copy_none: true,
+        ..Default::default()
+    };
+    turbojpeg::Transformer::new()
+        .ok()?
+        .transform_to_vec(&transform, original)
+        .ok()
 }
 
 fn resize(pixels: Vec<u8>, from: (u32, u32), to: (u32, u32)) -> Result<Vec<u8>, ImageError> {
@@ -240,6 +279,25 @@ mod photo_tests {
         let brightness = |p: [u8; 3]| p.iter().map(|&c| u32::from(c)).sum::<u32>();
         assert!(brightness(right) > brightness(left), "{left:?} {right:?}");
         assert!(right[2] > left[2], "the sky is bluer: {left:?} {right:?}");
+    }
+
+    #[test]
+    fn a_variant_as_wide_as_the_photo_is_turned_losslessly() {
+        let original = photo(Some(6));
+        let m = make_variant(&original, &spec(1600, Format::Jpeg)).unwrap();
+        assert_eq!((m.width, m.height), (1200, 1600));
+        assert!(!m.bytes.windows(4).any(|w| w == b"Exif"));
+        assert!(
+            !m.bytes.windows(2).any(|w| w == [0xFF, 0xFE]),
+            "comments dropped"
+        );
+        let img = decode(&m.bytes);
+        assert_eq!((img.width, img.height), (1200, 1600));
+        let brightness = |p: [u8; 3]| p.iter().map(|&c| u32::from(c)).sum::<u32>();
+        assert!(brightness(pixel(&img, 1190, 800)) > brightness(pixel(&img, 10, 800)));
+        // WebP is always encoded from pixels.
+        let webp = make_variant(&original, &spec(1600, Format::Webp)).unwrap();
+        assert_eq!((webp.width, webp.height), (1200, 1600));
     }
 
     #[test]

@@ -24,6 +24,8 @@ use pingora::protocols::Stream;
 use pingora::proxy::Session;
 use tokio::io::AsyncWriteExt;
 
+use crate::storage::shared_body::SharedBody;
+
 /// How long a client may take to accept the rest of a response before it is dropped.
 const REST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -133,6 +135,83 @@ pub async fn write_head(stream: &Stream, head: Bytes, body: &[Bytes]) -> std::io
         return Ok(());
     }
     write_rest(&socket, rest).await
+}
+
+/// `write_head` for a body kept in a memory file: the head with `MSG_MORE` (it leaves with
+/// the body's first bytes), then the body with `sendfile`, without copying it through this
+/// process.
+pub async fn write_head_file(
+    stream: &Stream,
+    head: Bytes,
+    file: &SharedBody,
+) -> std::io::Result<()> {
+    let fd = stream.id();
+    // SAFETY: as in `write_head`.
+    let socket = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+    let mut sent = 0;
+    while sent < head.len() {
+        let rest = head.slice(sent..);
+        // SAFETY: sends bytes of a live buffer on the stream's open socket.
+        let n = unsafe {
+            libc::send(
+                fd,
+                rest.as_ptr().cast(),
+                rest.len(),
+                libc::MSG_MORE | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            sent += n as usize;
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::Interrupted => continue,
+            std::io::ErrorKind::WouldBlock => break,
+            _ => return Err(e),
+        }
+    }
+    if sent < head.len() {
+        // The socket is full before the head is out (a slow client): the ordinary way.
+        write_rest(&socket, vec![head.slice(sent..)]).await?;
+    }
+    let mut offset: libc::off_t = 0;
+    let len = file.len();
+    let mut waiter: Option<tokio::net::TcpStream> = None;
+    let deadline = tokio::time::Instant::now() + REST_TIMEOUT;
+    while (offset as usize) < len {
+        // SAFETY: copies from the sealed file to the socket, both open for this call.
+        let n = unsafe { libc::sendfile(fd, file.fd(), &mut offset, len - offset as usize) };
+        if n > 0 {
+            continue;
+        }
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::Interrupted => {}
+            std::io::ErrorKind::WouldBlock => {
+                if waiter.is_none() {
+                    let dup = socket.try_clone()?;
+                    dup.set_nonblocking(true)?;
+                    waiter = Some(tokio::net::TcpStream::from_std(dup)?);
+                }
+                if let Some(w) = &waiter {
+                    match tokio::time::timeout_at(deadline, w.writable()).await {
+                        Ok(r) => r?,
+                        Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+                    }
+                    // Readiness is cleared when the next call would block again.
+                    let _ = w.try_io(tokio::io::Interest::WRITABLE, || {
+                        Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                    });
+                }
+            }
+            _ => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Drops the first `n` bytes of `pieces`.

@@ -81,10 +81,15 @@ impl ServerApp for Front {
                 let keepalive = keepalive && !*shutdown.borrow();
                 match self.cache.answer_early(&req, keepalive).await {
                     Early::Answered { head, body, ctx } => {
-                        let body = body.as_ref().map_or(&[][..], |e| &e.body[..]);
-                        let sent = direct::write_head(&stream, head, body).await;
+                        let sent = match body.as_ref().and_then(|e| e.file.as_ref()) {
+                            Some(file) => direct::write_head_file(&stream, head, file).await,
+                            None => {
+                                let body = body.as_ref().map_or(&[][..], |e| &e.body[..]);
+                                direct::write_head(&stream, head, body).await
+                            }
+                        };
                         if sent.is_ok() {
-                            let bytes = body.iter().map(|b| b.len() as u64).sum();
+                            let bytes = body.as_ref().map_or(0, |e| e.body_len as u64);
                             let client = if self.cache.access_logging() {
                                 stream
                                     .get_socket_digest()

@@ -97,6 +97,8 @@ pub struct Entry {
     pub tags: Vec<String>,
     /// Set when this entry is a URL's index of variants rather than an answer.
     pub vary: Option<Arc<VaryIndex>>,
+    /// The memory file `body` is mapped from, when memory keeps it in one (`shared_body`).
+    pub file: Option<Arc<super::shared_body::SharedBody>>,
 }
 
 impl Entry {
@@ -124,6 +126,7 @@ impl Entry {
             rendered: Default::default(),
             tags: Vec::new(),
             vary: None,
+            file: None,
         }
     }
 
@@ -175,6 +178,7 @@ impl Entry {
             rendered: Default::default(),
             tags: self.tags.clone(),
             vary: self.vary.clone(),
+            file: self.file.clone(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod invalidation;
 mod keeper;
 mod memory;
 pub mod redis;
+pub mod shared_body;
 mod tiered;
 
 use std::sync::Arc;

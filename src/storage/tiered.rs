@@ -346,6 +346,21 @@ impl TieredStorage {
         if !self.memory.admits(entry.body_len) {
             return entry;
         }
+        // A large body goes into a sealed memory file: one copy, sent with `sendfile`.
+        if entry.body_len >= super::shared_body::MIN_BYTES {
+            let whole = entry.body.concat();
+            if let Some((bytes, file)) = super::shared_body::seal(&whole) {
+                return Entry {
+                    body: vec![bytes],
+                    file: Some(file),
+                    ..entry
+                };
+            }
+            return Entry {
+                body: vec![Bytes::from(whole)],
+                ..entry
+            };
+        }
         let body = match entry.body.as_slice() {
             [one] => vec![Bytes::copy_from_slice(one)],
             many => {
