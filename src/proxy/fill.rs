@@ -104,6 +104,33 @@ pub enum Refreshing {
 
 type Flight = Shared<BoxFuture<'static, FillOutcome>>;
 
+/// Takes a finished flight off its map when dropped, unless a newer one for the key
+/// replaced it.
+pub(crate) struct Landing<'a, F> {
+    flights: &'a Mutex<HashMap<HashBinary, (u64, F)>>,
+    hash: HashBinary,
+    id: u64,
+}
+
+impl<'a, F> Landing<'a, F> {
+    pub(crate) fn new(
+        flights: &'a Mutex<HashMap<HashBinary, (u64, F)>>,
+        hash: HashBinary,
+        id: u64,
+    ) -> Self {
+        Landing { flights, hash, id }
+    }
+}
+
+impl<F> Drop for Landing<'_, F> {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock();
+        if flights.get(&self.hash).is_some_and(|(i, _)| *i == self.id) {
+            flights.remove(&self.hash);
+        }
+    }
+}
+
 pub struct Fills {
     flights: Mutex<HashMap<HashBinary, (u64, Flight)>>,
     next: AtomicU64,
@@ -192,13 +219,10 @@ impl Fills {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let me = self.clone();
         let task = tokio::spawn(async move {
-            let outcome = me.run(&want).await;
-            // After the store: a request that finds no flight finds the entry.
-            let mut flights = me.flights.lock();
-            if flights.get(&hash).is_some_and(|(i, _)| *i == id) {
-                flights.remove(&hash);
-            }
-            outcome
+            // Dropped after the store (a request that finds no flight finds the entry), or
+            // while a panic unwinds (so the key is not left joined to a dead flight).
+            let _landing = Landing::new(&me.flights, hash, id);
+            me.run(&want).await
         });
         let flight = async move {
             task.await.unwrap_or_else(|e| {

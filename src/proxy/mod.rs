@@ -254,8 +254,7 @@ impl RentCache {
         body_bytes: u64,
         client: Option<std::net::SocketAddr>,
     ) {
-        static WARM: http::HeaderName = http::HeaderName::from_static(crate::warm::WARM_HEADER);
-        if req.headers.contains_key(&WARM) {
+        if crate::warm::is_warming(&req.headers) {
             return;
         }
         let served = ctx.served.as_ref();
