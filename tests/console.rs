@@ -328,6 +328,11 @@ fn stats_show_latency_against_targets_tiers_and_304s() {
     assert_eq!(stats["upstream_errors"], 0);
     assert_eq!(stats["budget"]["unlimited"], true);
     assert!(stats["history"].is_array());
+    let history = admin_get(&p, "/history");
+    assert_eq!(history.status, 200);
+    assert_eq!(history.json()["resolution_secs"], 10);
+    assert!(history.json()["points"].is_array());
+    assert_eq!(get(&p.admin_url("/history"), &[]).status, 401);
     assert_eq!(stats["demo_open"], false);
     // Routes without traffic still show their target.
     assert_eq!(
