@@ -325,9 +325,10 @@ def write_md(r):
     for o in r.get("overhead", []):
         scheme = "HTTPS" if o["tls"] else "HTTP"
         hs = "" if o["handshakes_per_1000"] is None else f"; {o['handshakes_per_1000']:.1f} TLS handshakes per 1,000 misses" if o["tls"] else ""
+        via = o["label"] if o["label"] in ("nginx", "varnish") else "rentcache"
         lines.append(f"| miss overhead, {o['label']}, {scheme} upstream (20 ms origin, {o['misses']} misses) | "
                      f"+{o['added_p50_ms']:.2f} ms p50, +{o['added_p99_ms']:.2f} ms p99 "
-                     f"(direct {o['direct_p50_ms']:.2f} ms, through rentcache {o['via_p50_ms']:.2f} ms){hs} |")
+                     f"(direct {o['direct_p50_ms']:.2f} ms, through {via} {o['via_p50_ms']:.2f} ms){hs} |")
     mix = {m["server"]: m for m in r.get("cold_mix", [])}
     if "rentcache" in mix and "varnish" in mix:
         rc, v = mix["rentcache"], mix["varnish"]

@@ -1,4 +1,4 @@
-//! Command line: `serve` (default), `check`, `simulate`, `demo`, `thumbnail`.
+//! Command line: `serve` (default), `check`, `simulate`, `demo`, `thumbnail`, `advise`.
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +35,9 @@ enum Command {
     /// Make one media variant of each JPEG file, as `/media/VARIANT/FILE` does, and print
     /// one JSON line per file with the time it took (bench/media.py uses it).
     Thumbnail(ThumbnailArgs),
+    /// Print a running instance's TTL advice (GET /advice on its admin listener). Nothing is
+    /// changed: the advice is for the operator to apply, or not.
+    Advise(AdviseArgs),
 }
 
 #[derive(Args, Debug)]
@@ -55,6 +58,19 @@ struct ThumbnailArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     files: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct AdviseArgs {
+    /// The admin listener, e.g. http://127.0.0.1:9091
+    #[arg(long = "admin", default_value = "http://127.0.0.1:9091")]
+    admin: String,
+    /// Environment variable holding the admin token.
+    #[arg(long = "token-env", default_value = "RENTCACHE_ADMIN_TOKEN")]
+    token_env: String,
+    /// Print the JSON as received.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -105,6 +121,7 @@ pub fn main() -> i32 {
         Some(Command::Simulate(opts)) => simulator::run(opts),
         Some(Command::Demo(args)) => demo(args),
         Some(Command::Thumbnail(args)) => thumbnail(&args),
+        Some(Command::Advise(args)) => advise(&args),
     }
 }
 
@@ -232,7 +249,7 @@ fn demo_config(args: &DemoArgs) -> Result<Config, config::ConfigErrors> {
                 args.site_port
             ),
         );
-    config::parse_str(&text, "built-in demo config")
+    config::parse_str(&text, server::DEMO_SOURCE)
 }
 
 /// Simulator options as if given on the command line (so defaults stay in one place).
@@ -285,5 +302,22 @@ fn demo(args: DemoArgs) -> i32 {
     println!("An agent's website built on it, calling rentcache from the browser: http://{site}/");
     println!("Stop with Ctrl-C.");
     server::run(server);
+    0
+}
+
+fn advise(args: &AdviseArgs) -> i32 {
+    let token = std::env::var(&args.token_env).ok();
+    let body = match crate::admin::client::get_json(&args.admin, "/advice", token.as_deref()) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("rentcache advise: {e}");
+            return 1;
+        }
+    };
+    if args.json {
+        println!("{body:#}");
+    } else {
+        print!("{}", crate::admin::client::show_advice(&body));
+    }
     0
 }

@@ -21,6 +21,7 @@ pub mod glob;
 pub mod imaging;
 pub mod json_error;
 pub mod metrics;
+pub mod observe;
 pub mod policy;
 pub mod proxy;
 pub mod reload;

@@ -47,6 +47,10 @@ pub struct Metrics {
     pub budget_remaining: GaugeVec,
     pub config_reloads: IntCounterVec,
     pub purged_entries: IntCounter,
+    /// Client requests from the first byte of their head to the last byte of the answer.
+    pub response_duration: HistogramVec,
+    pub target_breaches: IntCounterVec,
+    pub access_log_dropped: IntCounter,
 }
 
 pub struct RedisMetrics {
@@ -124,7 +128,36 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(purged_entries.clone()))
             .expect("unique metric");
+        let response_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "rentcache_response_duration_seconds",
+                "Client requests, from their head read to the last byte of the answer handed to the kernel.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.05, 0.1,
+                0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["route", "cache_status"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(response_duration.clone()))
+            .expect("unique metric");
+        let access_log_dropped = IntCounter::new(
+            "rentcache_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(access_log_dropped.clone()))
+            .expect("unique metric");
         Metrics {
+            target_breaches: counter_vec(
+                &r,
+                "rentcache_latency_target_breaches_total",
+                "Windows in which a route's latency percentile exceeded its target.",
+                &["route"],
+            ),
+            response_duration,
+            access_log_dropped,
             requests: counter_vec(
                 &r,
                 "rentcache_requests_total",

@@ -73,6 +73,13 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.upstream.max_concurrent != new.upstream.max_concurrent {
         v.push("upstream.max_concurrent");
     }
+    let log = |c: &Config| {
+        let a = &c.access_log;
+        (a.to.clone(), a.format, a.sample.to_bits(), a.queue)
+    };
+    if log(old) != log(new) {
+        v.push("access_log");
+    }
     if old.upstream.token_env != new.upstream.token_env {
         v.push("upstream.token_env");
     }

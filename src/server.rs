@@ -24,6 +24,9 @@ use crate::storage::{MemoryTier, RedisKeeper, RedisTier, TieredStorage};
 use crate::upstream::{self, Secret, Throttle, Upstream};
 use crate::warm::{WarmService, Warmer};
 
+/// The `source` of the demo's built-in config: the one config whose admin API may be open.
+pub const DEMO_SOURCE: &str = "built-in demo config";
+
 /// A pingora server configured from `config.server`.
 pub fn new_server(config: &Config) -> Server {
     let grace = config.server.grace_period.as_secs();
@@ -43,6 +46,7 @@ pub fn new_server(config: &Config) -> Server {
 /// Adds everything that makes up one rentcache instance to `server`. `config_path` is the
 /// file to reload on SIGHUP or change (none for a built-in config).
 pub fn add_cache_services(server: &mut Server, config: Config, config_path: Option<PathBuf>) {
+    let demo = config_path.is_none() && config.source == DEMO_SOURCE;
     let token = Secret::from_env(&config.upstream.token_env);
     upstream::log_token_state(&config, &token);
 
@@ -85,7 +89,19 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
         throttle.clone(),
         metrics.clone(),
     ));
-    let fills = Fills::new(upstream, storage, metrics.clone());
+    let access_log = crate::observe::access_log::AccessLog::start(
+        &shared.load().access_log,
+        metrics.access_log_dropped.clone(),
+    );
+    let observer = Arc::new(crate::observe::Observer::new(metrics.clone(), access_log));
+    server.add_service(background_service(
+        "console",
+        crate::observe::targets::ConsoleService {
+            observer: observer.clone(),
+            config: shared.clone(),
+        },
+    ));
+    let fills = Fills::new(upstream, storage, metrics.clone(), observer.clone());
     let cdn =
         crate::cdn::purger(&shared.load().cdn.purge, metrics.clone()).map(|(queue, service)| {
             storage.purge_outer_caches_with(queue);
@@ -100,6 +116,7 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
         fills,
         metrics: metrics.clone(),
         hot: hot.clone(),
+        observer: observer.clone(),
     });
     // The front door answers fresh hits itself and hands everything else to the proxy.
     let mut service = Service::new(
@@ -130,6 +147,15 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
         r
     });
 
+    // The demo without an admin token opens the admin API (and the dashboard) on loopback,
+    // and says so loudly; a served config never does.
+    let demo_open = demo && Secret::from_env(&shared.load().admin.token_env).is_none();
+    if demo_open {
+        warn!(
+            "DEMO MODE: {} is unset, so the admin API and the dashboard at http://{admin_listen}/ are OPEN WITHOUT A TOKEN. Never expose this; set the variable to protect them.",
+            shared.load().admin.token_env
+        );
+    }
     let admin = Admin::new(Handles {
         config: shared,
         storage,
@@ -139,6 +165,8 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
         warmer,
         reloader,
         cdn,
+        observer,
+        demo_open,
     });
     server.add_service(admin.service(&admin_listen));
     info!("admin listening on http://{admin_listen}");

@@ -25,8 +25,28 @@ use crate::policy::{key, media_url};
 use crate::storage::{Entry, TieredStorage};
 use crate::upstream::Throttle;
 
-/// Marks the warmer's own requests (counted apart from visitors').
+/// Marks the warmer's own requests (counted apart from visitors', and kept out of the
+/// access log and the latency windows).
 pub const WARM_HEADER: &str = "x-rentcache-warm";
+
+/// The value that marks them: random per process, so that a client sending the header
+/// cannot hide its requests from the access log and the figures.
+fn warm_mark() -> &'static str {
+    static MARK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    MARK.get_or_init(|| {
+        use rand::RngCore;
+        let mut b = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        hex::encode(b)
+    })
+}
+
+/// Whether `req` is one of this process's warming requests.
+pub fn is_warming(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(WARM_HEADER)
+        .is_some_and(|v| v.as_bytes() == warm_mark().as_bytes())
+}
 /// Jobs kept for `GET /warm`.
 const KEEP_JOBS: usize = 20;
 /// Upper bound on URLs one job may grow to by following links.
@@ -267,7 +287,7 @@ impl Warmer {
         let mut req =
             RequestHeader::build("GET", url.as_bytes(), None).map_err(|e| e.to_string())?;
         let _ = req.insert_header(http::header::HOST, "rentcache-warm");
-        let _ = req.insert_header(WARM_HEADER, "1");
+        let _ = req.insert_header(WARM_HEADER, warm_mark());
         if let Some(a) = accept {
             let _ = req.insert_header(http::header::ACCEPT, a);
         }

@@ -12,7 +12,12 @@
 //! | `POST /purge` | invalidate by url, key, pattern or tag; `soft` marks stale |
 //! | `POST /warm`, `GET /warm` | start a warming job; jobs and their progress |
 //! | `POST /reload` | reload the config file now |
+//! | `GET /advice` | TTL advice per route, with its evidence |
+//! | `GET /history` | the last hour at 10-second resolution |
+//! | `GET /` | the dashboard (a static page; its data comes from the endpoints above) |
 
+pub mod client;
+mod console;
 mod explain;
 #[cfg(test)]
 mod props;
@@ -56,6 +61,9 @@ pub struct Handles {
     pub reloader: Option<Arc<Reloader>>,
     /// Absent when no CDN is purged.
     pub cdn: Option<Arc<crate::cdn::CdnStats>>,
+    pub observer: Arc<crate::observe::Observer>,
+    /// The demo without an admin token: the protected endpoints are open (it says so).
+    pub demo_open: bool,
 }
 
 pub struct Admin {
@@ -80,6 +88,9 @@ impl Admin {
     }
 
     fn authorize(&self, s: &ServerSession) -> Result<(), ApiError> {
+        if self.token.is_none() && self.h.demo_open {
+            return Ok(());
+        }
         let Some(token) = &self.token else {
             let var = self.h.config.load().admin.token_env.clone();
             return Err(ApiError::new(
@@ -120,6 +131,18 @@ impl Admin {
         match (&method, path.as_str()) {
             (&Method::GET, "/health") => return ok(json!({"status": "ok"})),
             (&Method::GET, "/ready") => return self.ready(),
+            (&Method::GET, "/") => return console::page(),
+            (&Method::GET, "/console/mode") => {
+                // How the page gets in: with a token, open (the demo), or not at all.
+                let mode = match (&self.token, self.h.demo_open) {
+                    (Some(_), _) => "token",
+                    (None, true) => "open",
+                    (None, false) => "disabled",
+                };
+                let var = self.h.config.load().admin.token_env.clone();
+                return ok(json!({"mode": mode, "token_env": var}));
+            }
+            (&Method::GET, asset) if asset.starts_with("/assets/") => return console::asset(asset),
             _ => {}
         }
         if let Err(denied) = self.authorize(s) {
@@ -142,6 +165,8 @@ impl Admin {
                 Err(e) => Err(e),
             },
             (&Method::GET, "/warm") => Ok(self.warm_jobs()),
+            (&Method::GET, "/advice") => Ok(console::advice(h)),
+            (&Method::GET, "/history") => Ok(console::history(h)),
             (&Method::POST, "/reload") => self.reload().await,
             _ => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -224,6 +249,9 @@ impl Admin {
         let job = self.h.warmer.job("adhoc");
         let warmer = self.h.warmer.clone();
         let id = job.id;
+        self.h
+            .observer
+            .note_action("warm", json!({"job": id, "urls": urls.len()}));
         tokio::spawn(async move { warmer.run(&job, urls, &follow).await });
         Ok(json!({"job": id, "status": format!("/warm (job {id})")}))
     }

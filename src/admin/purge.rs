@@ -80,6 +80,10 @@ pub async fn purge(h: &Handles, body: &Value) -> Result<Value, ApiError> {
         }
     };
     h.metrics.purged_entries.inc_by(purged.len() as u64);
+    h.observer.note_action(
+        if soft { "soft purge" } else { "purge" },
+        json!({"by": by, "considered": considered, "purged": purged.len()}),
+    );
     let reach = match h.storage.redis() {
         Some(redis) => acks::confirm(redis, acks::WAIT).await,
         None => Reach::ALONE,

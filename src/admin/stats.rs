@@ -44,6 +44,7 @@ pub async fn stats(h: &Handles) -> Value {
         );
     }
 
+    let console = super::console::stats_extra(h, &mut routes);
     let upstream_calls = crate::metrics::total(&m.upstream_requests);
     let now = SystemTime::now();
     let top: Vec<Value> = h
@@ -76,7 +77,7 @@ pub async fn stats(h: &Handles) -> Value {
             }),
         );
     }
-    json!({
+    let mut out = json!({
         "requests": requests,
         "hit_ratio": ratio(served_from_cache, requests),
         "routes": routes,
@@ -89,7 +90,11 @@ pub async fn stats(h: &Handles) -> Value {
             "calls_saved": requests.saturating_sub(upstream_calls),
         },
         "cdn_purges": h.cdn.as_ref().map(|c| c.snapshot()),
-    })
+    });
+    if let (Some(o), Value::Object(c)) = (out.as_object_mut(), console) {
+        o.extend(c);
+    }
+    out
 }
 
 pub(super) fn signed_secs(t: SystemTime, now: SystemTime) -> i64 {

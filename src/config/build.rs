@@ -77,7 +77,94 @@ pub fn build(f: &FileConfig, source: &str, routes_reported: bool, p: &mut Proble
             hot_threshold: f.refresh_ahead.hot_threshold,
             lead: f.refresh_ahead.lead.0,
         },
+        access_log: access_log(f, &root.key("access_log"), p),
+        console: console(f, &root.key("console"), p),
         routes: routes(f, &root.key("routes"), routes_reported, p),
+    }
+}
+
+fn access_log(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> super::AccessLogConfig {
+    let a = &f.access_log;
+    let format = match a.format.as_str() {
+        "json" => super::LogFormat::Json,
+        "combined" => super::LogFormat::Combined,
+        other => {
+            p.push((
+                path.key("format"),
+                format!("`{other}`: use json or combined"),
+            ));
+            super::LogFormat::Json
+        }
+    };
+    if !(a.sample > 0.0 && a.sample <= 1.0) {
+        p.push((
+            path.key("sample"),
+            "must be more than 0 and at most 1 (the share of requests logged)".into(),
+        ));
+    }
+    if a.queue == 0 {
+        p.push((path.key("queue"), "must be at least 1".into()));
+    }
+    count_at_most(a.queue, MAX_QUEUE_SIZE, path.key("queue"), p);
+    super::AccessLogConfig {
+        to: match a.to.trim() {
+            "" | "off" => None,
+            "stdout" | "-" => Some(super::LogTarget::Stdout),
+            file => Some(super::LogTarget::File(file.into())),
+        },
+        format,
+        sample: a.sample,
+        queue: a.queue,
+    }
+}
+
+fn console(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> super::Console {
+    let c = &f.console;
+    if !(c.staleness_budget > 0.0 && c.staleness_budget < 1.0) {
+        p.push((
+            path.key("staleness_budget"),
+            "must be a chance between 0 and 1, e.g. 0.01 for 1%".into(),
+        ));
+    }
+    super::Console {
+        staleness_budget: c.staleness_budget,
+        min_refreshes: c.min_refreshes,
+    }
+}
+
+/// A route's `latency_target`: exactly one percentile, with a limit above 0.
+fn latency_target(
+    t: &super::file::LatencyTargetFile,
+    path: &KeyPath,
+    p: &mut Problems,
+) -> Option<super::LatencyTarget> {
+    let given: Vec<(f64, Duration)> = [
+        (0.5, t.p50),
+        (0.9, t.p90),
+        (0.95, t.p95),
+        (0.99, t.p99),
+        (0.999, t.p999),
+    ]
+    .into_iter()
+    .filter_map(|(q, d)| d.map(|d| (q, d.0)))
+    .collect();
+    match given.as_slice() {
+        [(quantile, limit)] if !limit.is_zero() => Some(super::LatencyTarget {
+            quantile: *quantile,
+            limit: *limit,
+        }),
+        [_] => {
+            p.push((path.clone(), "the limit must be more than 0".into()));
+            None
+        }
+        _ => {
+            p.push((
+                path.clone(),
+                "give one percentile and its limit: p50, p90, p95, p99 or p999, e.g. {p99: 10ms}"
+                    .into(),
+            ));
+            None
+        }
     }
 }
 
@@ -1041,5 +1128,9 @@ fn route(r: &RouteFile, path: &KeyPath, p: &mut Problems) -> Route {
         compress: r.compress,
         upstream_timeout: r.upstream_timeout.map(|d| d.0),
         watch_changes: r.watch_changes,
+        latency_target: r
+            .latency_target
+            .as_ref()
+            .and_then(|t| latency_target(t, &path.key("latency_target"), p)),
     }
 }

@@ -25,6 +25,8 @@ pub struct FileConfig {
     pub dependencies: Vec<DependencyFile>,
     pub warm: WarmFile,
     pub media: MediaFile,
+    pub access_log: AccessLogFile,
+    pub console: ConsoleFile,
     /// One slot per route in the file; `None` where the route could not be read (its error is
     /// already recorded), so that later messages keep the file's numbering.
     pub routes: Vec<Option<RouteFile>>,
@@ -191,6 +193,60 @@ impl Default for RefreshAheadFile {
             lead: Dur::secs(30),
         }
     }
+}
+
+/// `access_log:` one line per request, off by default.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct AccessLogFile {
+    /// `off`, `stdout` or a file path.
+    pub to: String,
+    /// `json` or `combined`.
+    pub format: String,
+    /// Share of requests logged, (0, 1].
+    pub sample: f64,
+    /// Lines waiting for the writer; more are dropped and counted.
+    pub queue: usize,
+}
+
+impl Default for AccessLogFile {
+    fn default() -> Self {
+        AccessLogFile {
+            to: "off".into(),
+            format: "json".into(),
+            sample: 1.0,
+            queue: 10_000,
+        }
+    }
+}
+
+/// `console:` the operator's console (dashboard, TTL advice).
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct ConsoleFile {
+    /// The acceptable chance that an answer served has changed at Rentman, (0, 1).
+    pub staleness_budget: f64,
+    /// Refreshes a route needs before its TTL advice suggests anything.
+    pub min_refreshes: u64,
+}
+
+impl Default for ConsoleFile {
+    fn default() -> Self {
+        ConsoleFile {
+            staleness_budget: 0.01,
+            min_refreshes: 20,
+        }
+    }
+}
+
+/// A route's latency target: one percentile and its limit, e.g. `{p99: 10ms}`.
+#[derive(Debug, Deserialize, Default)]
+pub struct LatencyTargetFile {
+    pub p50: Option<Dur>,
+    pub p90: Option<Dur>,
+    pub p95: Option<Dur>,
+    pub p99: Option<Dur>,
+    pub p999: Option<Dur>,
 }
 
 impl Default for UpstreamFile {
@@ -485,6 +541,7 @@ pub struct RouteFile {
     pub watch_changes: bool,
     #[serde(default = "yes")]
     pub compress: bool,
+    pub latency_target: Option<LatencyTargetFile>,
 }
 
 /// `pass_through_methods`: a list, or `any`.

@@ -100,7 +100,7 @@ fn caught(
 }
 
 const SECTIONS: &str =
-    "server, admin, upstream, memory, redis, cors, cdn, key, refresh_ahead, dependencies, warm, media, routes";
+    "server, admin, upstream, memory, redis, cors, cdn, key, refresh_ahead, dependencies, warm, media, access_log, console, routes";
 
 /// Parses and validates config text; `source` names it in messages.
 pub fn parse_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
@@ -156,6 +156,8 @@ pub fn parse_str(text: &str, source: &str) -> Result<Config, ConfigErrors> {
                     "cors" => set(&mut file.cors, section(&v, &path, &mut problems)),
                     "cdn" => set(&mut file.cdn, section(&v, &path, &mut problems)),
                     "key" => set(&mut file.key, section(&v, &path, &mut problems)),
+                    "access_log" => set(&mut file.access_log, section(&v, &path, &mut problems)),
+                    "console" => set(&mut file.console, section(&v, &path, &mut problems)),
                     "routes" => {
                         let before = problems.len();
                         file.routes = routes(&v, &path, &mut problems);

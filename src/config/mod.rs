@@ -35,6 +35,8 @@ pub struct Config {
     pub dependencies: Vec<Dependency>,
     pub warm: Warm,
     pub media: Media,
+    pub access_log: AccessLogConfig,
+    pub console: Console,
     pub routes: Vec<Route>,
 }
 
@@ -109,6 +111,45 @@ impl Media {
     pub fn variant(&self, name: &str) -> Option<&Variant> {
         self.variants.iter().find(|v| v.name == name)
     }
+}
+
+/// Where the access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    File(std::path::PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Combined,
+}
+
+/// The access log (read once at start).
+#[derive(Debug, Clone)]
+pub struct AccessLogConfig {
+    /// None: off.
+    pub to: Option<LogTarget>,
+    pub format: LogFormat,
+    /// Share of requests logged, (0, 1].
+    pub sample: f64,
+    pub queue: usize,
+}
+
+/// The operator's console: TTL advice settings.
+#[derive(Debug, Clone)]
+pub struct Console {
+    /// The acceptable chance that a served answer has changed at Rentman.
+    pub staleness_budget: f64,
+    pub min_refreshes: u64,
+}
+
+/// A route's latency target: the `quantile` of its answers within `limit`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyTarget {
+    pub quantile: f64,
+    pub limit: Duration,
 }
 
 /// Background refresh of hot keys shortly before they expire.
@@ -409,6 +450,8 @@ pub struct Route {
     /// When a refresh brings a different body, soft-purge the tags found in it (the lists
     /// that contain a changed property refresh too).
     pub watch_changes: bool,
+    /// The latency the route's answers should keep to (`/stats`, warnings, the dashboard).
+    pub latency_target: Option<LatencyTarget>,
 }
 
 impl Route {

@@ -88,7 +88,10 @@ impl RentCache {
         ctx.sent_status = Some(a.header.status.as_u16());
         if !a.may_compress {
             match direct::send(session, &a.header, &a.body).await {
-                direct::Sent::Whole => return Ok(true),
+                direct::Sent::Whole => {
+                    ctx.direct_body_bytes = a.body.iter().map(|b| b.len() as u64).sum();
+                    return Ok(true);
+                }
                 direct::Sent::Broken => {
                     ctx.client_gone = true;
                     return Ok(true);

@@ -1,7 +1,7 @@
 //! What one request carries from hook to hook: where it stands, not a history of flags.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, Route};
 use crate::policy::key::Canonical;
@@ -73,6 +73,11 @@ pub struct Ctx {
     pub(crate) answer: Option<super::answer::Answer>,
     /// Set once a `/media/...` request is routed: the file it asks for.
     pub media: Option<Arc<super::media::MediaRequest>>,
+    /// How long the request waited for Rentman (its key's fill, or a pass-through's
+    /// answer), when it did.
+    pub upstream_time: Option<Duration>,
+    /// Body bytes written past pingora's writer (its own count misses them).
+    pub direct_body_bytes: u64,
 }
 
 impl Ctx {
@@ -91,6 +96,8 @@ impl Ctx {
             admission: None,
             answer: None,
             media: None,
+            upstream_time: None,
+            direct_body_bytes: 0,
         }
     }
 

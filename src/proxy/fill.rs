@@ -104,6 +104,33 @@ pub enum Refreshing {
 
 type Flight = Shared<BoxFuture<'static, FillOutcome>>;
 
+/// Takes a finished flight off its map when dropped, unless a newer one for the key
+/// replaced it.
+pub(crate) struct Landing<'a, F> {
+    flights: &'a Mutex<HashMap<HashBinary, (u64, F)>>,
+    hash: HashBinary,
+    id: u64,
+}
+
+impl<'a, F> Landing<'a, F> {
+    pub(crate) fn new(
+        flights: &'a Mutex<HashMap<HashBinary, (u64, F)>>,
+        hash: HashBinary,
+        id: u64,
+    ) -> Self {
+        Landing { flights, hash, id }
+    }
+}
+
+impl<F> Drop for Landing<'_, F> {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock();
+        if flights.get(&self.hash).is_some_and(|(i, _)| *i == self.id) {
+            flights.remove(&self.hash);
+        }
+    }
+}
+
 pub struct Fills {
     flights: Mutex<HashMap<HashBinary, (u64, Flight)>>,
     next: AtomicU64,
@@ -111,6 +138,7 @@ pub struct Fills {
     storage: &'static TieredStorage,
     memo: FailureMemo,
     metrics: Arc<Metrics>,
+    observer: Arc<crate::observe::Observer>,
 }
 
 impl Fills {
@@ -118,6 +146,7 @@ impl Fills {
         upstream: Arc<Upstream>,
         storage: &'static TieredStorage,
         metrics: Arc<Metrics>,
+        observer: Arc<crate::observe::Observer>,
     ) -> Arc<Fills> {
         Arc::new(Fills {
             flights: Mutex::new(HashMap::new()),
@@ -126,6 +155,7 @@ impl Fills {
             storage,
             memo: FailureMemo::default(),
             metrics,
+            observer,
         })
     }
 
@@ -189,13 +219,10 @@ impl Fills {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let me = self.clone();
         let task = tokio::spawn(async move {
-            let outcome = me.run(&want).await;
-            // After the store: a request that finds no flight finds the entry.
-            let mut flights = me.flights.lock();
-            if flights.get(&hash).is_some_and(|(i, _)| *i == id) {
-                flights.remove(&hash);
-            }
-            outcome
+            // Dropped after the store (a request that finds no flight finds the entry), or
+            // while a panic unwinds (so the key is not left joined to a dead flight).
+            let _landing = Landing::new(&me.flights, hash, id);
+            me.run(&want).await
         });
         let flight = async move {
             task.await.unwrap_or_else(|e| {
@@ -349,6 +376,7 @@ impl Fills {
         let status = f.header.status.as_u16();
         if status == 304 {
             if let Some(stale) = &want.stale {
+                self.observe_refresh(route, stale, false, now);
                 let targeted = want.config.upstream.cache_control_field.as_ref();
                 return self.renew(route, targeted, stale, &f.header, now).await;
             }
@@ -380,6 +408,10 @@ impl Fills {
                     }
                     None => (c.key.clone(), c.hash, None),
                 };
+                if let Some(stale) = want.stale.as_ref().filter(|_| variant.is_none()) {
+                    let changed = validators::etag(&stale.header) != validators::etag(&header);
+                    self.observe_refresh(route, stale, changed, now);
+                }
                 let entry = Entry::new(key, hash, times, header, f.body);
                 let info = StoreInfo {
                     route: &route.name,
@@ -407,6 +439,18 @@ impl Fills {
                 self.unstorable(want, route, f, status, now)
             }
         }
+    }
+
+    /// Evidence for TTL advice: a refresh of `stale` reached Rentman and found its body
+    /// `changed` or not.
+    fn observe_refresh(&self, route: &Route, stale: &Entry, changed: bool, now: SystemTime) {
+        let since = |t: SystemTime| now.duration_since(t).unwrap_or_default();
+        self.observer.refreshed(
+            &route.name,
+            changed,
+            since(stale.times.updated),
+            since(stale.times.created),
+        );
     }
 
     /// An answer kept for this fill's requests only (not stored).

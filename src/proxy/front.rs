@@ -88,6 +88,18 @@ impl ServerApp for Front {
                                 direct::write_head(&stream, head, body).await
                             }
                         };
+                        if sent.is_ok() {
+                            let bytes = body.as_ref().map_or(0, |e| e.body_len as u64);
+                            let client = if self.cache.access_logging() {
+                                stream
+                                    .get_socket_digest()
+                                    .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied())
+                            } else {
+                                None
+                            };
+                            let status = ctx.sent_status.unwrap_or(0);
+                            self.cache.finished(&req, &ctx, status, bytes, client);
+                        }
                         debug!(
                             "{} {} -> {} HIT in {:?}{}",
                             req.method,

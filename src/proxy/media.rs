@@ -219,12 +219,8 @@ impl MediaFiles {
         let me = self.clone();
         // A task of its own: a client that goes away does not cancel it for the others.
         let task = tokio::spawn(async move {
-            let outcome = me.run(&job).await.map_err(Arc::new);
-            let mut flights = me.flights.lock();
-            if flights.get(&hash).is_some_and(|(i, _)| *i == id) {
-                flights.remove(&hash);
-            }
-            outcome
+            let _landing = super::fill::Landing::new(&me.flights, hash, id);
+            me.run(&job).await.map_err(Arc::new)
         });
         let flight = async move {
             task.await

@@ -78,6 +78,7 @@ pub struct RentCache {
     memo: Arc<memo::KeyMemo>,
     counters: Arc<arc_swap::ArcSwapOption<outcome::Counters>>,
     compression_level: u32,
+    observer: Arc<crate::observe::Observer>,
 }
 
 /// What the proxy is built from.
@@ -87,6 +88,7 @@ pub struct Parts {
     pub fills: Arc<Fills>,
     pub metrics: Arc<Metrics>,
     pub hot: Arc<hot::HotKeys>,
+    pub observer: Arc<crate::observe::Observer>,
 }
 
 /// What the front door can do with a request.
@@ -130,6 +132,7 @@ impl RentCache {
             counters: Arc::default(),
             compression_level: c.server.compression_level,
             config: p.config,
+            observer: p.observer,
         }
     }
 
@@ -239,6 +242,38 @@ impl RentCache {
             return;
         }
         outcome::record(&self.metrics, &self.counters, req, ctx);
+    }
+
+    /// Reports a finished request to the console's figures and the access log (warming
+    /// requests are not clients').
+    pub(crate) fn finished(
+        &self,
+        req: &RequestHeader,
+        ctx: &Ctx,
+        status: u16,
+        body_bytes: u64,
+        client: Option<std::net::SocketAddr>,
+    ) {
+        if crate::warm::is_warming(&req.headers) {
+            return;
+        }
+        let served = ctx.served.as_ref();
+        self.observer.finished(crate::observe::Done {
+            config: &ctx.config,
+            canonical: ctx.canonical.as_ref(),
+            method: &req.method,
+            cache_status: ctx.cache_status(),
+            tier: served.and_then(|s| s.tier),
+            status,
+            started: ctx.started,
+            upstream: ctx.upstream_time,
+            body_bytes,
+            client,
+        });
+    }
+
+    pub(crate) fn access_logging(&self) -> bool {
+        self.observer.logging()
     }
 
     /// Answers a CORS preflight; returns whether this request was one.
@@ -480,6 +515,7 @@ impl ProxyHttp for RentCache {
                 Sample::Answered(took)
             });
         }
+        ctx.upstream_time = Some(took);
         let route = ctx.route().map_or("-", |r| r.name.as_str());
         self.fills
             .upstream()
@@ -587,6 +623,13 @@ impl ProxyHttp for RentCache {
             .map(|r| r.status.as_u16())
             .or(ctx.sent_status)
             .unwrap_or(0);
+        let bytes = (session.body_bytes_sent() as u64).max(ctx.direct_body_bytes);
+        let client = if self.access_logging() {
+            session.client_addr().and_then(|a| a.as_inet()).copied()
+        } else {
+            None
+        };
+        self.finished(session.req_header(), ctx, status, bytes, client);
         debug!(
             "{} {} -> {} {} in {:?}{}{}",
             session.req_header().method,

@@ -234,7 +234,7 @@ impl Counters {
 
 /// Counts one request; called once per request, just before the last byte of its answer leaves.
 pub fn record(metrics: &Metrics, cache: &ArcSwapOption<Counters>, req: &RequestHeader, ctx: &Ctx) {
-    if req.headers.contains_key(crate::warm::WARM_HEADER) {
+    if crate::warm::is_warming(&req.headers) {
         metrics
             .background_refreshes
             .with_label_values(&["warm"])

@@ -169,6 +169,7 @@ impl RentCache {
             return self.answer_failed(req, ctx, None, &e).await;
         };
         let want = self.want(req, ctx, canonical, found.as_ref().map(|(e, _)| e.clone()));
+        let waited = std::time::Instant::now();
         let (mut outcome, mut joined) = self.fills.fill(want).await;
         // The fill it joined brought an answer that varies, and another variant than this
         // request selects: its own variant is filled (joining others that select it).
@@ -180,6 +181,7 @@ impl RentCache {
             (outcome, joined) = self.fills.fill(self.want(req, ctx, own, None)).await;
         }
         ctx.coalesced = joined;
+        ctx.upstream_time = Some(waited.elapsed());
         let found = match (&outcome, found) {
             // No copy was found, and now there is no answer either: look once more (a tier
             // may have failed to answer the first time, another instance may have stored one).
@@ -279,7 +281,10 @@ impl RentCache {
             return self.answer_failed(req, ctx, stale, &e).await;
         };
         let want = self.want(req, ctx, canonical, None);
-        match self.fills.fetch_alone(&want).await {
+        let waited = std::time::Instant::now();
+        let fetched = self.fills.fetch_alone(&want).await;
+        ctx.upstream_time = Some(ctx.upstream_time.unwrap_or_default() + waited.elapsed());
+        match fetched {
             Ok(f) => {
                 let status = f.header.status.as_u16();
                 let entry = Arc::new(fill::unstored(&want.canonical, f, SystemTime::now(), true));

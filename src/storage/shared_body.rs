@@ -5,8 +5,8 @@
 //! every hit.
 //!
 //! Each such body holds a descriptor: at the first one the process's `RLIMIT_NOFILE` is
-//! raised to its hard limit, and at most half of it goes to bodies (beyond, bodies are
-//! kept in ordinary memory).
+//! raised to its hard limit, and at most half of it goes to bodies, and at most a quarter
+//! of `vm.max_map_count` (beyond, bodies are kept in ordinary memory).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,7 +21,7 @@ pub const MIN_BYTES: usize = 16 * 1024;
 /// Descriptors held by bodies now.
 static OPEN: AtomicUsize = AtomicUsize::new(0);
 
-/// How many descriptors bodies may hold (half the raised `RLIMIT_NOFILE`).
+/// How many descriptors (and mappings) bodies may hold.
 fn cap() -> usize {
     static CAP: OnceLock<usize> = OnceLock::new();
     *CAP.get_or_init(|| {
@@ -44,9 +44,16 @@ fn cap() -> usize {
                 }
             }
         }
+        // Each body is also a mapping, and a process that reaches `vm.max_map_count` can no
+        // longer map anything (its allocator included): bodies take at most a quarter of it.
+        let maps = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|t| t.trim().parse::<usize>().ok())
+            .unwrap_or(65_530);
         usize::try_from(lim.rlim_cur / 2)
             .unwrap_or(usize::MAX)
             .min(1 << 20)
+            .min(maps / 4)
     })
 }
 
