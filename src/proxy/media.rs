@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -347,7 +347,7 @@ impl MediaFiles {
             (Ok(filled), _) => Ok(filled.entry.clone()),
             (Err(e), _) => {
                 let now = SystemTime::now();
-                let usable = stale.filter(|s| !job.covered && within(s, s.times.sie_sec, now));
+                let usable = stale.filter(|s| !job.covered && s.times.within(s.times.sie_sec, now));
                 match usable {
                     Some(s) => Ok(s),
                     None => Err(MediaError::Upstream(e)),
@@ -410,17 +410,6 @@ fn clone_error(e: &MediaError) -> MediaError {
         MediaError::Busy => MediaError::Busy,
         MediaError::Failed(w) => MediaError::Failed(w.clone()),
     }
-}
-
-/// Whether `entry` may still be served within a window that starts when it stops being
-/// fresh.
-fn within(entry: &Entry, window_secs: u32, now: SystemTime) -> bool {
-    let until = entry
-        .times
-        .fresh_until
-        .checked_add(Duration::from_secs(u64::from(window_secs)))
-        .unwrap_or(entry.times.fresh_until);
-    until >= now
 }
 
 /// The stored header of a file: its type, length, a strong ETag of its bytes, a year of
@@ -633,7 +622,7 @@ impl RentCache {
         };
         let now = SystemTime::now();
         if let Some((entry, tier)) = &stale {
-            if entry.times.swr_sec > 0 && within(entry, entry.times.swr_sec, now) {
+            if entry.times.swr_sec > 0 && entry.times.within(entry.times.swr_sec, now) {
                 let _ = self.media.flight(job);
                 let mut served = Served::new(CacheStatus::Updating);
                 served.tier = Some(tier);

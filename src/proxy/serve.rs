@@ -2,7 +2,7 @@
 //! a stale copy while a refresh runs, and the key's fill, and the answer each makes.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
@@ -18,16 +18,6 @@ use crate::policy::outer::CacheStatus;
 use crate::policy::{key, vary};
 use crate::storage::Entry;
 use crate::upstream::{Failure, FetchError};
-
-/// Whether `entry` may still be served within a window that starts when it stops being fresh.
-fn within(entry: &Entry, window_secs: u32, now: SystemTime) -> bool {
-    let until = entry
-        .times
-        .fresh_until
-        .checked_add(Duration::from_secs(u64::from(window_secs)))
-        .unwrap_or(entry.times.fresh_until);
-    until >= now
-}
 
 /// The status the upstream answered with, when it answered (for `Cache-Status`).
 fn upstream_status(f: &Failure) -> Option<u16> {
@@ -158,7 +148,7 @@ impl RentCache {
         };
         if let Some((entry, tier)) = &found {
             let swr = entry.times.swr_sec;
-            if swr > 0 && within(entry, swr, SystemTime::now()) {
+            if swr > 0 && entry.times.within(swr, SystemTime::now()) {
                 return self
                     .answer_revalidating(req, ctx, entry.clone(), tier)
                     .await;
@@ -311,7 +301,7 @@ impl RentCache {
         let failure = &e.failure;
         let now = SystemTime::now();
         let had_copy = stale.is_some();
-        if let Some((entry, tier)) = stale.filter(|(s, _)| within(s, s.times.sie_sec, now)) {
+        if let Some((entry, tier)) = stale.filter(|(s, _)| s.times.within(s.times.sie_sec, now)) {
             let mut served = Served::new(CacheStatus::Stale);
             served.tier = Some(tier);
             served.reason = Some(failure.code());

@@ -46,6 +46,16 @@ impl EntryTimes {
     pub fn is_fresh(&self, now: SystemTime) -> bool {
         self.fresh_until >= now
     }
+
+    /// Whether the entry may still be served within a window (stale-while-revalidate,
+    /// stale-if-error) that starts when it stops being fresh.
+    pub fn within(&self, window_secs: u32, now: SystemTime) -> bool {
+        let until = self
+            .fresh_until
+            .checked_add(Duration::from_secs(u64::from(window_secs)))
+            .unwrap_or(self.fresh_until);
+        until >= now
+    }
 }
 
 /// What an allocation of `n` bytes really takes: jemalloc rounds sizes up to one of four
