@@ -622,3 +622,74 @@ fn large_hits_sent_from_memory_files_reach_slow_readers_whole() {
     }
     assert!(got.is_empty());
 }
+
+#[test]
+fn purging_a_media_url_removes_the_file_its_variants_and_its_source() {
+    let sim = Sim::start(&[]);
+    let proxy = Proxy::rentman(&sim, &[("RENTCACHE_ADMIN_TOKEN", "media-test")]);
+    let all = records(&proxy);
+    let photo = all
+        .iter()
+        .find_map(|r| field(r, "photo1"))
+        .expect("a photo");
+    let card = format!("/media/card/{photo}");
+    let thumb = format!("/media/thumbnail/{photo}");
+    for path in [&card, &thumb] {
+        assert_eq!(proxy.get(path).status, 200);
+        assert_eq!(proxy.get(path).header("x-cache-status"), Some("HIT"));
+    }
+
+    // A variant's URL: that variant in both formats, nothing else.
+    let r = proxy.admin_post("/purge", "media-test", serde_json::json!({"url": card}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let keys = r.json()["keys"].clone();
+    assert_eq!(
+        keys,
+        serde_json::json!([format!("{card} format=jpeg")]),
+        "only what was stored is reported purged"
+    );
+    assert_eq!(proxy.get(&card).header("x-cache-status"), Some("MISS"));
+    assert_eq!(proxy.get(&thumb).header("x-cache-status"), Some("HIT"));
+
+    // The file's URL (whole, with a host): the file, every variant, and the JSON it came
+    // from, so Rentman is asked again.
+    let calls = sim.api_calls();
+    let r = proxy.admin_post(
+        "/purge",
+        "media-test",
+        serde_json::json!({"url": format!("https://cdn.example{}", format!("/media/{photo}"))}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let purged: Vec<String> = r.json()["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k.as_str().map(str::to_string))
+        .collect();
+    for key in [
+        format!("/media/{photo}"),
+        format!("{card} format=jpeg"),
+        format!("{thumb} format=jpeg"),
+    ] {
+        assert!(purged.contains(&key), "{key} purged: {purged:?}");
+    }
+    assert!(
+        purged.iter().any(|k| k.starts_with("/propertymedia.php?")),
+        "the JSON source is purged too: {purged:?}"
+    );
+    assert_eq!(proxy.get(&thumb).header("x-cache-status"), Some("MISS"));
+    assert_eq!(sim.api_calls(), calls + 1, "the file is asked for again");
+
+    // A media URL that names nothing servable is a clear 422.
+    let r = proxy.admin_post(
+        "/purge",
+        "media-test",
+        serde_json::json!({"url": format!("/media/poster/{photo}")}),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        r.text().contains("card"),
+        "names the known variants: {}",
+        r.text()
+    );
+}

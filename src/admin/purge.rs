@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use super::{ApiError, Handles};
 use crate::config::Config;
-use crate::policy::key::keys_for_url;
+use crate::policy::key::{keys_for_url, path_and_query};
+use crate::policy::media_url;
 use crate::policy::tags;
 use crate::storage::acks::{self, Reach};
 
@@ -27,7 +28,16 @@ pub(super) enum Target {
 pub(super) fn read(config: &Config, body: &Value) -> Result<(Target, bool), ApiError> {
     let soft = body.get("soft").and_then(Value::as_bool).unwrap_or(false);
     let text = |k: &str| body.get(k).and_then(Value::as_str);
-    let target = if let Some(url) = text("url") {
+    let target = if let Some(url) = text("url").filter(|u| media_url::is_media(path_and_query(u))) {
+        let keys = media_url::purge_keys(config, path_and_query(url)).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_media_url",
+                e.message(),
+            )
+        })?;
+        Target::Keys { by: "url", keys }
+    } else if let Some(url) = text("url") {
         let keys = keys_for_url(config, url).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -120,10 +120,7 @@ fn matches_any(patterns: &[crate::config::ParamPattern], raw: &str) -> bool {
 /// Every key a URL stands for: the canonical key, plus one per key-header value (a URL alone
 /// cannot say which variant a client asked for).
 pub fn keys_for_url(config: &Config, url: &str) -> Option<Vec<String>> {
-    let path_and_query = match url.find("://") {
-        Some(i) => url[i + 3..].find('/').map_or("/", |j| &url[i + 3 + j..]),
-        None => url,
-    };
+    let path_and_query = path_and_query(url);
     let (path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
@@ -138,6 +135,14 @@ pub fn keys_for_url(config: &Config, url: &str) -> Option<Vec<String>> {
         }
     }
     Some(keys)
+}
+
+/// The path and query of a URL given whole (`https://host/p?q`) or as a path (`/p?q`).
+pub fn path_and_query(url: &str) -> &str {
+    match url.find("://") {
+        Some(i) => url[i + 3..].find('/').map_or("/", |j| &url[i + 3 + j..]),
+        None => url,
+    }
 }
 
 /// PHP keeps the last of repeated names, except `name[]` arrays which collect every value.

@@ -9,6 +9,8 @@ use crate::config::{Config, Variant};
 
 /// Where media files are served.
 pub const PREFIX: &str = "/media/";
+/// Where Rentman serves them (as base64 in JSON).
+pub const SOURCE_PATH: &str = "/propertymedia.php";
 
 /// The encodings a variant is served in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -123,6 +125,35 @@ pub fn target(
         variant,
         key,
         hash,
+    })
+}
+
+/// The keys a purge of the `/media/...` path `path` covers. A variant's path: that variant
+/// in every format. A file's path: the file, every variant of it in every format, and the
+/// JSON answer it is decoded from (else the next request would decode the same bytes
+/// again instead of asking Rentman).
+pub fn purge_keys(config: &Config, path: &str) -> Result<Vec<String>, MediaPathError> {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let t = target(config, path, &HeaderMap::new())?;
+    let name = encode_component(&t.filename);
+    let formats = [Format::Jpeg, Format::Webp];
+    let variant_keys = |v: &Variant| {
+        formats
+            .iter()
+            .map(|f| format!("{PREFIX}{}/{name} format={}", v.name, f.name()))
+            .collect::<Vec<_>>()
+    };
+    Ok(match &t.variant {
+        Some((v, _)) => variant_keys(v),
+        None => {
+            let mut keys = vec![t.key.clone()];
+            for v in &config.media.variants {
+                keys.extend(variant_keys(v));
+            }
+            let source = format!("{SOURCE_PATH}?{}", t.source_query());
+            keys.extend(super::key::keys_for_url(config, &source).unwrap_or_default());
+            keys
+        }
     })
 }
 

@@ -47,8 +47,6 @@ use crate::upstream::{Failure, FetchError};
 
 /// Files are named by GUIDs and never change under their name: a year, immutable.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
-/// Where Rentman serves media.
-const SOURCE_PATH: &str = "/propertymedia.php";
 
 /// A routed `/media/...` request: what it asks for, and the JSON answer it comes from.
 #[derive(Debug)]
@@ -499,10 +497,17 @@ pub(super) fn route(
         (404, code, e.message())
     })?;
     let query = target.source_query();
-    let Some(source) =
-        key::canonicalize(config, SOURCE_PATH, Some(&query), &http::HeaderMap::new())
-    else {
-        return Err((404, "no_route", format!("no route for {SOURCE_PATH}")));
+    let Some(source) = key::canonicalize(
+        config,
+        media_url::SOURCE_PATH,
+        Some(&query),
+        &http::HeaderMap::new(),
+    ) else {
+        return Err((
+            404,
+            "no_route",
+            format!("no route for {}", media_url::SOURCE_PATH),
+        ));
     };
     Ok(MediaRequest {
         target,
