@@ -253,10 +253,11 @@ fn a_browser_reads_caches_and_revalidates_rentcache_answers_over_https() {
 }
 
 /// Whether every photo of the page's cards (or gallery) has been drawn from rentcache's
-/// media answers.
+/// `/media/VARIANT/FILE` images.
 const PHOTOS_SHOWN: &str = r#"
 const imgs = [...document.querySelectorAll('#page img[data-photo]')].filter(i => i.dataset.photo);
-return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0) ? imgs.length : 0;
+return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0
+  && /\/media\/(card|hero)\//.test(i.currentSrc)) ? imgs.length : 0;
 "#;
 
 /// `rentcache demo`'s agent website works in a browser: the featured properties with their
