@@ -153,9 +153,20 @@ fn headers_for_browsers_and_cdns() {
     let proxy = Proxy::rentman(&sim, &[]);
     // featured: ttl 10m, browser 1m, cdn 5m, swr 10m, sie 1d.
     let miss = proxy.get(FEATURED);
+    // Lifetimes count from the origin's Date, as Age does: a miss answered just after a
+    // second boundary is 1 s old, and its lifetimes are 1 s longer.
+    let age: u64 = miss.header("age").expect("Age on a miss").parse().unwrap();
+    assert!(age <= 1, "a fresh miss is at most a second old: {age}");
     assert_eq!(
         miss.header("cache-control"),
-        Some("public, max-age=60, s-maxage=300, stale-while-revalidate=600, stale-if-error=86400")
+        Some(
+            format!(
+                "public, max-age={}, s-maxage={}, stale-while-revalidate=600, stale-if-error=86400",
+                60 + age,
+                300 + age
+            )
+            .as_str()
+        )
     );
     let cs = miss.header("cache-status").unwrap();
     assert!(
