@@ -264,10 +264,14 @@ impl TieredStorage {
                 Ok(Some(entry)) if entry.usable_until() >= now => {
                     // Memory held no usable copy (it was asked first), so an entry it cannot
                     // keep needs no write there, not even the removal a refused put makes.
-                    if i > 0 && self.memory.admits(entry.size()) {
+                    let entry = if i > 0 && self.memory.admits(entry.size()) {
+                        let entry = self.sealed(entry);
                         let faster = self.tiers.get(..i).unwrap_or_default();
                         self.put_all(entry.clone(), faster).await;
-                    }
+                        entry
+                    } else {
+                        entry
+                    };
                     return Some((entry, tier.name()));
                 }
                 Ok(Some(dead)) if i == 0 => {
@@ -391,8 +395,17 @@ impl TieredStorage {
     /// Keeps a copy another instance stored (in Redis already) in memory too.
     pub async fn promote(&self, entry: Arc<Entry>) {
         if self.memory.admits(entry.size()) {
-            let _ = self.memory.put(entry).await;
+            let _ = self.memory.put(self.sealed(entry)).await;
         }
+    }
+
+    /// A copy read from a slower tier as memory keeps it: a large body in a memory file,
+    /// like the bodies this instance stores itself.
+    fn sealed(&self, entry: Arc<Entry>) -> Arc<Entry> {
+        if entry.file.is_some() || entry.body_len < super::shared_body::MIN_BYTES {
+            return entry;
+        }
+        Arc::new(self.compact(entry.with_times(entry.times, entry.header.clone())))
     }
 
     async fn put_all(&self, entry: Arc<Entry>, tiers: &[Arc<dyn Tier>]) -> Kept {
