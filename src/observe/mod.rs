@@ -190,11 +190,17 @@ impl Observer {
     }
 
     fn resolve(&self, config: &Arc<Config>) -> Arc<Resolved> {
-        if let Some(r) = self.resolved.load_full() {
+        let current = self.resolved.load_full();
+        if let Some(r) = &current {
             if r.generation == config.generation {
-                return r;
+                return r.clone();
             }
         }
+        // A request that started under an older config and finishes after a reload: its
+        // rows are made for it alone, so that the newer config's rows and targets stay.
+        let older = current
+            .as_ref()
+            .is_some_and(|r| r.generation > config.generation);
         let row = |name: &str, target: Option<&crate::config::LatencyTarget>| {
             let stats = self.route(name);
             let (us, permille) = target.map_or((0, 990), |t| {
@@ -203,8 +209,10 @@ impl Observer {
                     (t.quantile * 1000.0).round() as u64,
                 )
             });
-            stats.target_us.store(us, Relaxed);
-            stats.target_permille.store(permille, Relaxed);
+            if !older {
+                stats.target_us.store(us, Relaxed);
+                stats.target_permille.store(permille, Relaxed);
+            }
             let durations = CacheStatus::ALL.map(|s| {
                 self.metrics
                     .response_duration
@@ -222,7 +230,9 @@ impl Observer {
             generation: config.generation,
             rows,
         });
-        self.resolved.store(Some(r.clone()));
+        if !older {
+            self.resolved.store(Some(r.clone()));
+        }
         r
     }
 
@@ -438,6 +448,46 @@ mod tests {
             "access log lines dropped (the writer, on another core, fell behind): {}",
             metrics.access_log_dropped.get() - dropped
         );
+    }
+
+    #[test]
+    fn a_request_of_an_older_config_leaves_the_newer_rows_and_targets() {
+        let shipped = include_str!("../../conf/rentcache.yaml");
+        let parse = |text: &str| Arc::new(crate::config::parse_str(text, "test").unwrap());
+        let old = parse(shipped);
+        let new = parse(&shipped.replacen(
+            "latency_target: {p99: 20ms}",
+            "latency_target: {p99: 50ms}",
+            1,
+        ));
+        assert!(new.generation > old.generation);
+        let observer = Observer::new(Arc::new(Metrics::new()), None);
+        let method = http::Method::GET;
+        fn done<'a>(config: &'a Arc<Config>, method: &'a http::Method) -> Done<'a> {
+            Done {
+                config,
+                canonical: None,
+                method,
+                cache_status: CacheStatus::Hit,
+                tier: Some("memory"),
+                status: 200,
+                started: Instant::now(),
+                upstream: None,
+                body_bytes: 0,
+                client: None,
+            }
+        }
+        observer.finished(done(&new, &method));
+        let target = || observer.route("property").target_us.load(Relaxed);
+        assert_eq!(target(), 50_000);
+        // Finishing after the reload: counted, without turning the rows back.
+        observer.finished(done(&old, &method));
+        assert_eq!(target(), 50_000);
+        assert_eq!(
+            observer.resolved.load().as_ref().map(|r| r.generation),
+            Some(new.generation)
+        );
+        assert_eq!(observer.route("-").requests.load(Relaxed), 2);
     }
 
     #[test]
