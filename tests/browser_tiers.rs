@@ -265,38 +265,9 @@ return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0
 #[test]
 fn the_demo_agent_website_shows_properties_and_photos() {
     let Some(b) = Browser::start() else { return };
-    let dir = scratch_dir("demo");
-    let mut demo = None;
-    let mut ports = None;
-    for _ in 0..5 {
-        let (port, site) = (free_port(), free_port());
-        let args: Vec<String> = [
-            "demo",
-            "--port",
-            &port.to_string(),
-            "--sim-port",
-            &free_port().to_string(),
-            "--admin-port",
-            &free_port().to_string(),
-            "--site-port",
-            &site.to_string(),
-            "--latency-ms",
-            "0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if let Some(mut p) = spawn_listening("demo", BIN, &args, &[], &dir, site) {
-            if wait_for_port(&mut p, port) {
-                demo = Some(p);
-                ports = Some(site);
-                break;
-            }
-        }
-    }
-    let (Some(demo), Some(site)) = (demo, ports) else {
-        panic!("the demo did not start in 5 tries");
-    };
+    let Demo {
+        proc: demo, site, ..
+    } = Demo::start(&[]);
     let limit = Duration::from_secs(60);
 
     b.goto(&format!("http://127.0.0.1:{site}/"));

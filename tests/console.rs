@@ -538,40 +538,16 @@ fn only_the_demo_opens_the_console_without_a_token_and_says_so() {
     assert!(!p.proc.logs().contains("DEMO MODE"));
 
     // The demo without a token: open, loudly.
-    let dir = scratch_dir("demo");
-    let mut demo = None;
-    for _ in 0..5 {
-        let (port, admin) = (free_port(), free_port());
-        let args: Vec<String> = [
-            "demo",
-            "--port",
-            &port.to_string(),
-            "--sim-port",
-            &free_port().to_string(),
-            "--admin-port",
-            &admin.to_string(),
-            "--site-port",
-            &free_port().to_string(),
-            "--latency-ms",
-            "0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let envs = [
-            ("RENTCACHE_ADMIN_TOKEN".to_string(), String::new()),
-            ("RUST_LOG".to_string(), "info".to_string()),
-        ];
-        if let Some(mut d) = spawn_listening("demo", BIN, &args, &envs, &dir, admin) {
-            if wait_for_port(&mut d, port) {
-                demo = Some((d, port, admin));
-                break;
-            }
-        }
-    }
-    let Some((demo, port, admin)) = demo else {
-        panic!("the demo did not start in 5 tries");
-    };
+    let envs = [
+        ("RENTCACHE_ADMIN_TOKEN".to_string(), String::new()),
+        ("RUST_LOG".to_string(), "info".to_string()),
+    ];
+    let Demo {
+        proc: demo,
+        port,
+        admin,
+        ..
+    } = Demo::start(&envs);
     assert!(demo.logs().contains("DEMO MODE"), "{}", demo.logs());
     let base = format!("http://127.0.0.1:{admin}");
     assert_eq!(

@@ -195,6 +195,53 @@ pub fn test_cert(name: &str) -> (String, String) {
     (format!("{dir}/{name}.pem"), format!("{dir}/{name}.key"))
 }
 
+/// `rentcache demo` (simulator, proxy, admin listener and agent website) on free ports,
+/// simulated latency 0; retried a few times, as a free port may be taken before the demo
+/// binds it.
+pub struct Demo {
+    pub proc: Proc,
+    pub port: u16,
+    pub admin: u16,
+    pub site: u16,
+}
+
+impl Demo {
+    pub fn start(envs: &[(String, String)]) -> Demo {
+        let dir = scratch_dir("demo");
+        for _ in 0..5 {
+            let (port, admin, site) = (free_port(), free_port(), free_port());
+            let args: Vec<String> = [
+                "demo",
+                "--port",
+                &port.to_string(),
+                "--sim-port",
+                &free_port().to_string(),
+                "--admin-port",
+                &admin.to_string(),
+                "--site-port",
+                &site.to_string(),
+                "--latency-ms",
+                "0",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            // The demo's last listener to come up is the site; then the proxy must answer.
+            if let Some(mut proc) = spawn_listening("demo", BIN, &args, envs, &dir, site) {
+                if wait_for_port(&mut proc, port) && wait_for_port(&mut proc, admin) {
+                    return Demo {
+                        proc,
+                        port,
+                        admin,
+                        site,
+                    };
+                }
+            }
+        }
+        panic!("the demo did not start in 5 tries");
+    }
+}
+
 /// A running simulator: plain HTTP on `port` (for its controls), and HTTPS on `tls_port`
 /// with the test CA's certificate for 127.0.0.1, as Rentman is reached in production.
 pub struct Sim {
