@@ -199,14 +199,18 @@ impl Browser {
         }
     }
 
+    /// The element at `css` (a test failure when there is none).
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.c()
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+    }
+
     /// Types `text` into the element at `css`.
     pub fn type_into(&self, css: &str, text: &str) {
         self.rt.block_on(async {
-            let e = self
-                .c()
-                .find(Locator::Css(css))
-                .await
-                .unwrap_or_else(|e| panic!("no {css}: {e}"));
+            let e = self.find(css).await;
             e.clear()
                 .await
                 .unwrap_or_else(|e| panic!("cannot clear {css}: {e}"));
@@ -219,11 +223,7 @@ impl Browser {
     /// Clicks the element at `css`.
     pub fn click(&self, css: &str) {
         self.rt.block_on(async {
-            let e = self
-                .c()
-                .find(Locator::Css(css))
-                .await
-                .unwrap_or_else(|e| panic!("no {css}: {e}"));
+            let e = self.find(css).await;
             e.click()
                 .await
                 .unwrap_or_else(|e| panic!("cannot click {css}: {e}"));
