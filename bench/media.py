@@ -44,6 +44,9 @@ TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
 BIN = os.path.join(TARGET, "release", "rentcache")
 compare.BIN = BIN
 VARIANTS = {"thumbnail": 320, "card": 640, "hero": 1600}
+SERVERS = ("rentcache", "rentcache_dir", "nginx")
+SERVER_LABELS = {"rentcache": "rentcache, memory files", "rentcache_dir": "rentcache, `body_dir`",
+                 "nginx": "nginx static"}
 QUALITY = 80
 
 
@@ -193,12 +196,13 @@ def variant_times(files, vips_time, repeat, rounds):
     return res
 
 
-def rentcache_config(work, port, admin, origin):
+def rentcache_config(work, port, admin, origin, body_dir=None):
+    memory = "{max_bytes: 1GiB" + (f", body_dir: {body_dir}" if body_dir else "") + "}"
     text = f"""
 server: {{listen: ["127.0.0.1:{port}"], threads: 1, compression_level: 0}}
 admin: {{listen: "127.0.0.1:{admin}"}}
 upstream: {{base_url: "http://{origin}", max_concurrent: 0}}
-memory: {{max_bytes: 1GiB}}
+memory: {memory}
 refresh_ahead: {{hot_threshold: 0}}
 warm: {{on_start: false}}
 media: {{quality: {QUALITY}}}
@@ -216,9 +220,9 @@ routes:
     return path
 
 
-def start_rentcache(work, origin):
+def start_rentcache(work, origin, body_dir=None):
     port, admin = compare.free_port(), compare.free_port()
-    conf = rentcache_config(work, port, admin, origin)
+    conf = rentcache_config(work, port, admin, origin, body_dir)
     return compare.Proc([BIN, "serve", "-c", conf], compare.SERVER_CPU, port, env={"RUST_LOG": "warn"},
                         log=os.path.join(work, f"rentcache-{port}.log"))
 
@@ -296,15 +300,21 @@ def hits(work, origin, photo_names, rounds, duration):
     finally:
         srv.stop()
     res = {k: {"bytes": len(b), "path": p, "rounds": []} for k, (p, b) in targets.items()}
+    # rentcache twice: bodies in memory files (the default), and with memory.body_dir on the
+    # filesystem nginx's files are on (the same page cache).
+    body_dir = os.path.join(work, "bodies")
+    os.makedirs(body_dir, exist_ok=True)
     for rnd in range(rounds):
-        for server in ("rentcache", "nginx"):
+        for server in SERVERS:
             if server == "rentcache":
                 srv = start_rentcache(work, origin)
+            elif server == "rentcache_dir":
+                srv = start_rentcache(work, origin, body_dir)
             else:
                 srv = start_nginx(work, {os.path.basename(p): b for p, b in targets.values()})
             try:
                 for label, (path, body) in targets.items():
-                    url = path if server == "rentcache" else "/" + os.path.basename(path)
+                    url = "/" + os.path.basename(path) if server == "nginx" else path
                     for _ in range(2):
                         status, _, got = compare.http_get(srv.port, url)
                         assert status == 200 and got == body, (server, label, status, len(got), len(body))
@@ -318,19 +328,20 @@ def hits(work, origin, photo_names, rounds, duration):
             finally:
                 srv.stop()
     for label, r in res.items():
-        for server in ("rentcache", "nginx"):
+        for server in SERVERS:
             runs = [x for x in r["rounds"] if x["server"] == server]
             r[server] = {"rps": statistics.median(x["rps"] for x in runs),
                          "server_us": statistics.median(x["server_us"] for x in runs),
                          "p99": statistics.median(x["p99"] for x in runs)}
-        # Ratios within each round, then the median.
-        per_round = []
-        for rnd in range(rounds):
-            a = next(x for x in r["rounds"] if x["server"] == "rentcache" and x["round"] == rnd)
-            b = next(x for x in r["rounds"] if x["server"] == "nginx" and x["round"] == rnd)
-            per_round.append((a["rps"] / b["rps"], a["server_us"] / b["server_us"]))
-        r["rps_ratio"] = statistics.median(x[0] for x in per_round)
-        r["cpu_ratio"] = statistics.median(x[1] for x in per_round)
+        # Ratios to nginx within each round, then the median.
+        for server in SERVERS[:-1]:
+            per_round = []
+            for rnd in range(rounds):
+                a = next(x for x in r["rounds"] if x["server"] == server and x["round"] == rnd)
+                b = next(x for x in r["rounds"] if x["server"] == "nginx" and x["round"] == rnd)
+                per_round.append((a["rps"] / b["rps"], a["server_us"] / b["server_us"]))
+            r[server]["rps_ratio"] = statistics.median(x[0] for x in per_round)
+            r[server]["cpu_ratio"] = statistics.median(x[1] for x in per_round)
     return res
 
 
@@ -379,15 +390,17 @@ def summarize(results):
                   f"{r['rentcache_webp_p50'] / 1000:.2f} / {r['vips_webp_p50'] / 1000:.2f} | "
                   f"{r['vipsthumbnail_cli_mean'] / 1000:.2f} |")
     md += ["", "Memory hits (HTTP/1.1 keep-alive, wrk with 50 connections, one server core), rentcache "
-           "against nginx serving the same bytes as static files (sendfile), medians of "
-           f"{len(h['variant']['rounds']) // 2} rounds; CPU is the server processes' own user + system "
-           "time per request:", "",
-           "| body | rentcache req/s | nginx req/s | req/s ratio | rentcache CPU us/req | nginx CPU us/req "
-           "| CPU ratio |", "|---|---|---|---|---|---|---|"]
+           "with bodies in memory files (the default) and with `memory.body_dir` on the filesystem nginx's "
+           "files are on, against nginx serving the same bytes as static files (sendfile), interleaved, medians of "
+           f"{len(h['variant']['rounds']) // len(SERVERS)} rounds; CPU is the server processes' own user + "
+           "system time per request; ratios are to nginx in the same round:", "",
+           "| body | server | req/s | CPU us/req | req/s vs nginx | CPU vs nginx |", "|---|---|---|---|---|---|"]
     for label, r in h.items():
-        md.append(f"| {label} ({r['bytes'] / 1000:.0f} KB) | {r['rentcache']['rps']:.0f} | {r['nginx']['rps']:.0f} | "
-                  f"{r['rps_ratio']:.2f} | {r['rentcache']['server_us']:.1f} | {r['nginx']['server_us']:.1f} | "
-                  f"{r['cpu_ratio']:.2f} |")
+        for server in SERVERS:
+            x = r[server]
+            ratios = (f"{x['rps_ratio']:.2f}x | {x['cpu_ratio']:.2f}x" if server != "nginx" else "1 | 1")
+            md.append(f"| {label} ({r['bytes'] / 1000:.0f} KB) | {SERVER_LABELS[server]} | {x['rps']:.0f} | "
+                      f"{x['server_us']:.1f} | {ratios} |")
     md += ["", f"A 25-card listing page ({b['cards']} photos): originals {b['original'] / 1e6:.2f} MB "
            f"({b['photo1binary'] / 1e6:.2f} MB as `photo1binary` base64), card variants "
            f"{b['card_jpeg'] / 1e3:.0f} KB as JPEG, {b['card_webp'] / 1e3:.0f} KB as WebP."]
@@ -422,10 +435,9 @@ def plot(results):
     labels = list(h)
     for ax, metric, title in ((axes[1], "rps", "memory hits: requests/s"),
                               (axes[2], "server_us", "memory hits: server CPU us/request")):
-        ax.bar([i - 0.2 for i in range(len(labels))], [h[l]["rentcache"][metric] for l in labels], 0.4,
-               color="#2a7", label="rentcache")
-        ax.bar([i + 0.2 for i in range(len(labels))], [h[l]["nginx"][metric] for l in labels], 0.4,
-               color="#36c", label="nginx static")
+        for k, (server, color) in enumerate(zip(SERVERS, ("#7c9", "#2a7", "#36c"))):
+            ax.bar([i + (k - 1) * 0.27 for i in range(len(labels))], [h[l][server][metric] for l in labels], 0.27,
+                   color=color, label=SERVER_LABELS[server].replace("`", ""))
         ax.set_xticks(range(len(labels)), [f"{l}\n{h[l]['bytes'] / 1000:.0f} KB" for l in labels])
         ax.set_title(title)
     axes[1].legend()

@@ -52,6 +52,7 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.memory.max_bytes != new.memory.max_bytes
         || old.memory.max_object_bytes != new.memory.max_object_bytes
+        || old.memory.body_dir != new.memory.body_dir
     {
         v.push("memory");
     }

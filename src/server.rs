@@ -50,10 +50,10 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
     let token = Secret::from_env(&config.upstream.token_env);
     upstream::log_token_state(&config, &token);
 
-    let memory = Arc::new(MemoryTier::new(
-        config.memory.max_bytes,
-        config.memory.max_object_bytes,
-    ));
+    let memory = Arc::new(
+        MemoryTier::new(config.memory.max_bytes, config.memory.max_object_bytes)
+            .with_body_dir(config.memory.body_dir.clone()),
+    );
     let redis = config.redis.clone().map(|r| {
         info!(
             "shared tier: redis {} (prefix {})",

@@ -568,10 +568,42 @@ fn two_instances_sharing_redis_make_one_rentman_call_per_file() {
 
 #[test]
 fn large_hits_sent_from_memory_files_reach_slow_readers_whole() {
-    use std::io::{Read, Write};
     let sim = Sim::start(&[]);
     let proxy = Proxy::rentman(&sim, &[]);
-    let all = records(&proxy);
+    slow_readers_get_whole_answers(&proxy);
+}
+
+#[test]
+fn large_hits_sent_from_files_in_body_dir_reach_slow_readers_whole() {
+    let sim = Sim::start(&[]);
+    let dir = scratch_dir("bodies");
+    let config = shipped_config().replace(
+        "max_object_bytes: 8MiB\n",
+        &format!("max_object_bytes: 8MiB\n  body_dir: {}\n", dir.display()),
+    );
+    assert!(config.contains("body_dir"));
+    let proxy = Proxy::start(&config, &sim.tls_base(), &[]);
+    slow_readers_get_whole_answers(&proxy);
+    // The bodies are files in that directory without a name: nothing is left there, and
+    // the process holds them open.
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "no named files"
+    );
+    let held = std::fs::read_dir(format!("/proc/{}/fd", proxy.proc.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(&dir))
+        .count();
+    assert!(held > 0, "bodies kept in {}", dir.display());
+}
+
+/// Forty large answers pipelined on one connection to a client that reads nothing until
+/// all are sent: each arrives whole and in order.
+fn slow_readers_get_whole_answers(proxy: &Proxy) {
+    use std::io::{Read, Write};
+    let all = records(proxy);
     // The largest of a few originals: over the 16 KiB from which bodies live in memory files.
     let photo = all
         .iter()

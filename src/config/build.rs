@@ -553,9 +553,40 @@ fn memory(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Memory {
             format!("must be at most {MAX_MEMORY_OBJECT} (64 MiB - 64 KiB)"),
         ));
     }
+    let body_dir = m
+        .body_dir
+        .as_deref()
+        .filter(|d| !d.is_empty())
+        .and_then(|d| {
+            let dir = std::path::PathBuf::from(d);
+            let problem = if !dir.is_absolute() {
+                Some("must be an absolute path".to_string())
+            } else if !dir.is_dir() {
+                Some(format!("{d} is not a directory"))
+            } else {
+                // Bodies are kept there in files without a name (`O_TMPFILE`), which some
+                // filesystems cannot make.
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_TMPFILE)
+                    .open(&dir)
+                    .err()
+                    .map(|e| format!("cannot make an unnamed file in {d} (O_TMPFILE): {e}"))
+            };
+            match problem {
+                Some(why) => {
+                    p.push((path.key("body_dir"), why));
+                    None
+                }
+                None => Some(dir),
+            }
+        });
     Memory {
         max_bytes: m.max_bytes.0,
         max_object_bytes: m.max_object_bytes.0,
+        body_dir,
     }
 }
 

@@ -276,6 +276,7 @@ impl Default for UpstreamFile {
 pub struct MemoryFile {
     pub max_bytes: Size,
     pub max_object_bytes: Size,
+    pub body_dir: Option<String>,
 }
 
 impl Default for MemoryFile {
@@ -283,6 +284,7 @@ impl Default for MemoryFile {
         MemoryFile {
             max_bytes: Size(256 << 20),
             max_object_bytes: Size(8 << 20),
+            body_dir: None,
         }
     }
 }

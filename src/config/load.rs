@@ -396,6 +396,34 @@ routes:
     }
 
     #[test]
+    fn body_dir_must_be_a_directory_that_takes_unnamed_files() {
+        let routes = "routes:\n  - name: a\n    match: {path: /a}\n    ttl: 5m\n";
+        for (dir, want) in [
+            ("relative/dir", "must be an absolute path"),
+            (
+                "/nonexistent/rentcache",
+                "/nonexistent/rentcache is not a directory",
+            ),
+            // procfs cannot make files: the check is the one the store relies on.
+            ("/proc", "cannot make an unnamed file in /proc (O_TMPFILE)"),
+        ] {
+            let text = format!("memory:\n  max_bytes: 64MiB\n  body_dir: {dir}\n{routes}");
+            let e = parse_str(&text, "b.yaml").unwrap_err().to_string();
+            let want = format!("b.yaml:3:3: memory.body_dir: {want}");
+            assert!(e.starts_with(&want), "missing {want:?} in:\n{e}");
+        }
+        let dir = std::env::temp_dir();
+        let text = format!("memory:\n  body_dir: {}\n{routes}", dir.display());
+        let c = parse_str(&text, "b.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.memory.body_dir.as_deref(), Some(dir.as_path()));
+        let c = parse_str(routes, "b.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.memory.body_dir, None,
+            "memory files unless a directory is named"
+        );
+    }
+
+    #[test]
     fn huge_dependency_globs_are_located_errors() {
         let text = format!(
             "dependencies:\n  - when: \"property:*\"\n    purge: [a]\n  - when: \"{}\"\n    purge: [b]\nroutes: [{{name: a, match: {{path: /a}}, ttl: 1m}}]\n",

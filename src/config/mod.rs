@@ -256,6 +256,8 @@ pub struct Upstream {
 pub struct Memory {
     pub max_bytes: u64,
     pub max_object_bytes: u64,
+    /// Large bodies live in unnamed files here (page cache) instead of memory files.
+    pub body_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,6 +30,8 @@ pub struct MemoryTier {
     epoch: Instant,
     /// Entries stored before this (nanoseconds since `epoch`) are no longer trusted.
     watermark: AtomicU64,
+    /// Where large bodies are kept: memory files when `None`.
+    body_dir: Option<std::path::PathBuf>,
 }
 
 /// An entry and when this tier stored it.
@@ -78,7 +80,19 @@ impl MemoryTier {
             bytes: AtomicU64::new(0),
             epoch: Instant::now(),
             watermark: AtomicU64::new(0),
+            body_dir: None,
         }
+    }
+
+    /// Keeps large bodies in unnamed files in `dir` rather than in memory files
+    /// (`memory.body_dir`; see `shared_body`).
+    pub fn with_body_dir(mut self, dir: Option<std::path::PathBuf>) -> MemoryTier {
+        self.body_dir = dir;
+        self
+    }
+
+    pub fn body_dir(&self) -> Option<&std::path::Path> {
+        self.body_dir.as_deref()
     }
 
     fn now(&self) -> u64 {

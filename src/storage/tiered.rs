@@ -350,10 +350,10 @@ impl TieredStorage {
         if !self.memory.admits(entry.body_len) {
             return entry;
         }
-        // A large body goes into a sealed memory file: one copy, sent with `sendfile`.
+        // A large body goes into a file: one copy, sent with `sendfile`.
         if entry.body_len >= super::shared_body::MIN_BYTES {
             let whole = entry.body.concat();
-            if let Some((bytes, file)) = super::shared_body::seal(&whole) {
+            if let Some((bytes, file)) = super::shared_body::seal(&whole, self.memory.body_dir()) {
                 return Entry {
                     body: vec![bytes],
                     file: Some(file),
