@@ -373,6 +373,22 @@ def listing_bytes(work, origin, sim_port):
         srv.stop()
 
 
+def hits_table(h):
+    md = ["", "Memory hits (HTTP/1.1 keep-alive, wrk with 50 connections, one server core), rentcache "
+           "with bodies in memory files (the default) and with `memory.body_dir` on the filesystem nginx's "
+           "files are on, against nginx serving the same bytes as static files (sendfile), interleaved, medians of "
+           f"{len(h['variant']['rounds']) // len(SERVERS)} rounds; CPU is the server processes' own user + "
+           "system time per request; ratios are to nginx in the same round:", "",
+           "| body | server | req/s | CPU us/req | req/s vs nginx | CPU vs nginx |", "|---|---|---|---|---|---|"]
+    for label, r in h.items():
+        for server in SERVERS:
+            x = r[server]
+            ratios = (f"{x['rps_ratio']:.2f}x | {x['cpu_ratio']:.2f}x" if server != "nginx" else "1 | 1")
+            md.append(f"| {label} ({r['bytes'] / 1000:.0f} KB) | {SERVER_LABELS[server]} | {x['rps']:.0f} | "
+                      f"{x['server_us']:.1f} | {ratios} |")
+    return md
+
+
 def summarize(results):
     v = results["variants"]
     h = results["hits"]
@@ -389,18 +405,7 @@ def summarize(results):
                   f"{r['vips_p50'] / r['rentcache_p50']:.2f}x | "
                   f"{r['rentcache_webp_p50'] / 1000:.2f} / {r['vips_webp_p50'] / 1000:.2f} | "
                   f"{r['vipsthumbnail_cli_mean'] / 1000:.2f} |")
-    md += ["", "Memory hits (HTTP/1.1 keep-alive, wrk with 50 connections, one server core), rentcache "
-           "with bodies in memory files (the default) and with `memory.body_dir` on the filesystem nginx's "
-           "files are on, against nginx serving the same bytes as static files (sendfile), interleaved, medians of "
-           f"{len(h['variant']['rounds']) // len(SERVERS)} rounds; CPU is the server processes' own user + "
-           "system time per request; ratios are to nginx in the same round:", "",
-           "| body | server | req/s | CPU us/req | req/s vs nginx | CPU vs nginx |", "|---|---|---|---|---|---|"]
-    for label, r in h.items():
-        for server in SERVERS:
-            x = r[server]
-            ratios = (f"{x['rps_ratio']:.2f}x | {x['cpu_ratio']:.2f}x" if server != "nginx" else "1 | 1")
-            md.append(f"| {label} ({r['bytes'] / 1000:.0f} KB) | {SERVER_LABELS[server]} | {x['rps']:.0f} | "
-                      f"{x['server_us']:.1f} | {ratios} |")
+    md += hits_table(h)
     md += ["", f"A 25-card listing page ({b['cards']} photos): originals {b['original'] / 1e6:.2f} MB "
            f"({b['photo1binary'] / 1e6:.2f} MB as `photo1binary` base64), card variants "
            f"{b['card_jpeg'] / 1e3:.0f} KB as JPEG, {b['card_webp'] / 1e3:.0f} KB as WebP."]
@@ -453,6 +458,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=5, help="runs of each file per round")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--hits-only", action="store_true",
+                    help="only the memory hits against nginx (prints their table; writes nothing)")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.duration, args.photos, args.repeat = 1, 3, 12, 2
@@ -474,6 +481,10 @@ def main():
         files = photos(sim_port, work, args.photos)
         print(f"{len(files)} photos, {min(map(os.path.getsize, files)) / 1000:.0f}-"
               f"{max(map(os.path.getsize, files)) / 1000:.0f} KB")
+        if args.hits_only:
+            results["hits"] = hits(work, origin, [os.path.basename(f) for f in files], args.rounds, args.duration)
+            print("\n".join(hits_table(results["hits"])))
+            return
         results["variants"] = variant_times(files, vips_time, args.repeat, args.rounds)
         results["hits"] = hits(work, origin, [os.path.basename(f) for f in files], args.rounds, args.duration)
         results["listing"] = listing_bytes(work, origin, sim_port)

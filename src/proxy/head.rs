@@ -42,12 +42,9 @@ fn head_end(buf: &[u8]) -> Option<usize> {
     }
 }
 
-/// The status a head too large to take gets, judged on what has arrived of it.
+/// The status a head too large to take gets, judged on what has arrived of it (its request
+/// line is already known to fit).
 fn too_large(buf: &[u8], end: Option<usize>) -> Option<u16> {
-    let line = buf.iter().position(|b| *b == b'\n');
-    if line.unwrap_or(buf.len()) > MAX_REQUEST_LINE {
-        return Some(414);
-    }
     if end.unwrap_or(buf.len()) > MAX_HEAD {
         return Some(431);
     }
@@ -59,17 +56,25 @@ pub fn judge<T>(buf: &[u8], inspect: impl FnOnce(&httparse::Request) -> T) -> Op
     if buf.is_empty() {
         return None;
     }
+    let line = buf.iter().position(|b| *b == b'\n');
+    if line.unwrap_or(buf.len()) > MAX_REQUEST_LINE {
+        return Some(Head::Refused(414));
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    // A head httparse reads ends where it says: the common case scans the bytes once.
+    if let Ok(httparse::Status::Complete(len)) = req.parse(buf) {
+        if len > MAX_HEAD {
+            return Some(Head::Refused(431));
+        }
+        return Some(Head::Parsed(len, inspect(&req)));
+    }
     let end = head_end(buf);
     if let Some(status) = too_large(buf, end) {
         return Some(Head::Refused(status));
     }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => Some(Head::Parsed(len, inspect(&req))),
-        // A head httparse cannot read is handed on whole, once it is whole.
-        Ok(httparse::Status::Partial) | Err(_) => end.map(|_| Head::Unparsed),
-    }
+    // A head httparse cannot read is handed on whole, once it is whole.
+    end.map(|_| Head::Unparsed)
 }
 
 /// Reads until `buf` starts with a complete head, or the connection is done with: `within`

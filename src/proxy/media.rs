@@ -554,18 +554,15 @@ impl RentCache {
     pub(super) async fn media_fresh(&self, ctx: &mut Ctx) -> Option<Found> {
         let m = ctx.media.clone()?;
         let t = &m.target;
-        ctx.lookup = match self
-            .storage
-            .find_usable(&t.hash, Some(&t.key), SystemTime::now())
-            .await
-        {
+        let now = SystemTime::now();
+        ctx.lookup = match self.storage.find_usable(&t.hash, Some(&t.key), now).await {
             Some((e, tier)) => Lookup::Found(e, tier),
             None => Lookup::Nothing,
         };
         let Lookup::Found(entry, tier) = &ctx.lookup else {
             return None;
         };
-        if !entry.times.is_fresh(SystemTime::now()) {
+        if !entry.times.is_fresh(now) {
             return None;
         }
         let mut served = Served::new(CacheStatus::Hit);
