@@ -350,6 +350,111 @@ fn bombs_and_corrupt_files_get_clean_errors_and_nothing_is_stored() {
     );
 }
 
+/// The simulator's kind of photo and brochure, cut in half (as a truncating upstream or a
+/// proxy on the way would leave them): their magic bytes are intact.
+fn halves() -> (Vec<u8>, Vec<u8>) {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let palette = rentcache::simulator::jpeg::Palette::random(&mut rng);
+    let jpeg = rentcache::simulator::jpeg::padded_photo(&palette, None, 90_000, &mut rng);
+    let pdf = rentcache::simulator::pdf::padded_pdf("Brochure", 40_000, &mut rng);
+    (
+        jpeg[..jpeg.len() / 2].to_vec(),
+        pdf[..pdf.len() / 2].to_vec(),
+    )
+}
+
+#[test]
+fn files_cut_short_get_clean_errors_and_are_never_stored() {
+    let origin = Origin::http();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (jpeg, pdf) = halves();
+    origin.set(
+        "half.jpg",
+        Some(Fault::BadToken(media_item("half.jpg", &b64.encode(jpeg)))),
+    );
+    origin.set(
+        "half.pdf",
+        Some(Fault::BadToken(media_item("half.pdf", &b64.encode(pdf)))),
+    );
+    // Failures are not remembered for a while, so each request shows whether it was stored.
+    let config = shipped_config().replace("failure_memo: 2s", "failure_memo: 0s");
+    assert!(config.contains("failure_memo: 0s"));
+    let proxy = Proxy::start(
+        &config,
+        &origin.base(),
+        &[("RENTCACHE_ADMIN_TOKEN", "media-test")],
+    );
+    let entries = memory_entries(&proxy);
+    for (key, paths) in [
+        ("half.jpg", ["/media/half.jpg", "/media/card/half.jpg"]),
+        ("half.pdf", ["/media/half.pdf", "/media/half.pdf"]),
+    ] {
+        for (i, path) in paths.iter().enumerate() {
+            let r = proxy.get(path);
+            assert_eq!(r.status, 502, "{path}: {}", r.text());
+            assert_eq!(r.json()["error"]["code"], "incomplete_media", "{path}");
+            assert_eq!(r.header("content-type"), Some("application/json"));
+            assert_eq!(r.header("cache-control"), Some("no-store"));
+            assert!(
+                r.header("cache-status")
+                    .unwrap_or("")
+                    .contains("incomplete-media"),
+                "{path}: {:?}",
+                r.header("cache-status")
+            );
+            assert_eq!(origin.calls(key), i as u64 + 1, "{path} asks Rentman again");
+        }
+        // Neither the JSON answer, nor the file, nor a variant was kept.
+        let explain = get(
+            &proxy.admin_url(&format!(
+                "/explain?url=/propertymedia.php%3Ffilename%3D{key}"
+            )),
+            &[("authorization", "Bearer media-test")],
+        );
+        assert_eq!(explain.status, 200, "{}", explain.text());
+        for tier in explain.json()["tiers"].as_array().expect("tiers") {
+            assert_eq!(tier["present"], false, "{tier}");
+        }
+    }
+    assert_eq!(memory_entries(&proxy), entries, "nothing stored");
+}
+
+#[test]
+fn a_file_cut_short_later_leaves_the_old_one_served() {
+    let origin = Origin::http();
+    let config = shipped_config().replace(
+        "path: /propertymedia.php\n    ttl: 1d\n    stale_while_revalidate: 1d",
+        "path: /propertymedia.php\n    ttl: 1s\n    stale_while_revalidate: 0",
+    );
+    assert!(config.contains("ttl: 1s"));
+    let proxy = Proxy::start(&config, &origin.base(), &[]);
+    let first = proxy.get("/media/later.jpg");
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.body, common::origin::JPEG);
+    let (jpeg, _) = halves();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    origin.set(
+        "later.jpg",
+        Some(Fault::BadToken(media_item("later.jpg", &b64.encode(jpeg)))),
+    );
+    let stale = eventually(std::time::Duration::from_secs(30), || {
+        let r = proxy.get("/media/later.jpg");
+        (r.header("x-cache-status") != Some("HIT")).then_some(r)
+    });
+    assert_eq!(stale.status, 200);
+    assert_eq!(stale.header("x-cache-status"), Some("STALE"));
+    assert_eq!(stale.body, first.body, "the whole file kept before");
+    assert!(
+        stale
+            .header("cache-status")
+            .unwrap_or("")
+            .contains("incomplete-media"),
+        "{:?}",
+        stale.headers
+    );
+}
+
 #[test]
 fn a_full_image_pool_answers_503_with_retry_after() {
     // Rentman is slow, so every request arrives before the file does; then six variants
