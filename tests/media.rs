@@ -275,6 +275,34 @@ fn bomb() -> Vec<u8> {
     jpeg
 }
 
+/// The simulator's kind of photo, made progressive by libjpeg-turbo, with its last scan
+/// repeated until it has 1,000 scans: a CPU bomb of a few hundred kilobytes.
+fn scan_bomb() -> Vec<u8> {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let palette = rentcache::simulator::jpeg::Palette::random(&mut rng);
+    let photo = rentcache::simulator::jpeg::padded_photo(&palette, None, 0, &mut rng);
+    let transform = turbojpeg::Transform {
+        progressive: true,
+        copy_none: true,
+        ..Default::default()
+    };
+    let p = turbojpeg::Transformer::new()
+        .unwrap()
+        .transform_to_vec(&transform, &photo)
+        .unwrap();
+    // No segment but the tables and scans: FF DA is a marker wherever it appears.
+    let scans = p.windows(2).filter(|w| w == &[0xFF, 0xDA]).count();
+    let last = p.windows(2).rposition(|w| w == [0xFF, 0xDA]).unwrap();
+    let eoi = p.len() - 2;
+    let mut bomb = p[..eoi].to_vec();
+    for _ in scans..1000 {
+        bomb.extend_from_slice(&p[last..eoi]);
+    }
+    bomb.extend_from_slice(&[0xFF, 0xD9]);
+    bomb
+}
+
 fn media_item(filename: &str, base64data: &str) -> &'static str {
     let body = serde_json::json!([{
         "propref": "5", "filename": filename, "caption": null,
@@ -301,6 +329,13 @@ fn bombs_and_corrupt_files_get_clean_errors_and_nothing_is_stored() {
     origin.set(
         "bomb.jpg",
         Some(Fault::BadToken(media_item("bomb.jpg", &b64.encode(bomb())))),
+    );
+    origin.set(
+        "scans.jpg",
+        Some(Fault::BadToken(media_item(
+            "scans.jpg",
+            &b64.encode(scan_bomb()),
+        ))),
     );
     origin.set(
         "bad.jpg",
@@ -331,6 +366,35 @@ fn bombs_and_corrupt_files_get_clean_errors_and_nothing_is_stored() {
         1,
         "the JSON answer itself is good"
     );
+
+    let before = memory_entries(&proxy);
+    for _ in 0..2 {
+        let r = get(
+            &proxy.url("/media/hero/scans.jpg"),
+            &[("accept", WEBP_ACCEPT)],
+        );
+        assert_eq!(r.status, 502, "{}", r.text());
+        assert_eq!(r.json()["error"]["code"], "bad_image");
+        let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            message.contains("1000 scans") && message.contains("media.max_scans"),
+            "{message}"
+        );
+        assert!(
+            r.header("cache-status")
+                .unwrap_or("")
+                .contains("too-many-scans"),
+            "{:?}",
+            r.header("cache-status")
+        );
+    }
+    // The original itself is served as it is (a browser decodes it, not rentcache); it
+    // and its JSON answer were stored on the way, the variant never.
+    let original = proxy.get("/media/scans.jpg");
+    assert_eq!(original.status, 200);
+    assert_eq!(original.header("x-cache-status"), Some("HIT"));
+    let entries = memory_entries(&proxy);
+    assert_eq!(entries, before + 2, "the JSON answer and the original only");
 
     let r = proxy.get("/media/bad.jpg");
     assert_eq!(r.status, 502, "{}", r.text());

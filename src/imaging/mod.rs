@@ -11,6 +11,7 @@ mod webp;
 
 use fast_image_resize as fr;
 
+use crate::policy::jpeg_markers;
 use crate::policy::media::{sniff, MediaType};
 pub use crate::policy::media_url::Format;
 
@@ -23,6 +24,8 @@ pub struct Spec {
     pub format: Format,
     /// Pictures with more pixels (as their header says) are refused before decoding.
     pub max_pixels: u64,
+    /// JPEGs with more scans are refused before decoding.
+    pub max_scans: u32,
 }
 
 /// A variant made.
@@ -40,6 +43,8 @@ pub enum ImageError {
     Unsupported(Option<MediaType>),
     /// More pixels than `max_pixels`: refused unread (a decompression bomb, or a scan).
     TooLarge { width: u64, height: u64, max: u64 },
+    /// A JPEG of more scans than `max_scans`: refused unread (a CPU bomb).
+    TooManyScans { scans: u32, max: u32 },
     /// The file does not decode.
     Corrupt(String),
 }
@@ -56,6 +61,10 @@ impl std::fmt::Display for ImageError {
             ImageError::TooLarge { width, height, max } => write!(
                 f,
                 "the image is {width}x{height} pixels, more than the {max} allowed (media.max_pixels)"
+            ),
+            ImageError::TooManyScans { scans, max } => write!(
+                f,
+                "the JPEG has {scans} scans, more than the {max} allowed (media.max_scans)"
             ),
             ImageError::Corrupt(why) => write!(f, "the image does not decode: {why}"),
         }
@@ -80,6 +89,14 @@ pub fn make_variant(original: &[u8], spec: &Spec) -> Result<Made, ImageError> {
     let kind = sniff(original);
     if kind != Some(MediaType::Jpeg) {
         return Err(ImageError::Unsupported(kind));
+    }
+    // Before anything is decoded, or losslessly transformed, which reads every scan too.
+    let scans = jpeg_markers::walk(original).scans;
+    if scans > spec.max_scans {
+        return Err(ImageError::TooManyScans {
+            scans,
+            max: spec.max_scans,
+        });
     }
     let corrupt = |e: turbojpeg::Error| ImageError::Corrupt(e.to_string());
     let mut decompressor = turbojpeg::Decompressor::new().map_err(corrupt)?;
@@ -237,6 +254,7 @@ mod photo_tests {
             quality: 80,
             format,
             max_pixels: 50_000_000,
+            max_scans: 100,
         }
     }
 
@@ -298,6 +316,65 @@ mod photo_tests {
         // WebP is always encoded from pixels.
         let webp = make_variant(&original, &spec(1600, Format::Webp)).unwrap();
         assert_eq!((webp.width, webp.height), (1200, 1600));
+    }
+
+    /// The photo re-encoded as a progressive JPEG by libjpeg-turbo (lossless, in the DCT).
+    fn progressive(original: &[u8]) -> Vec<u8> {
+        let transform = turbojpeg::Transform {
+            progressive: true,
+            copy_none: true,
+            ..Default::default()
+        };
+        turbojpeg::Transformer::new()
+            .unwrap()
+            .transform_to_vec(&transform, original)
+            .unwrap()
+    }
+
+    #[test]
+    fn progressive_jpegs_with_too_many_scans_are_refused_unread() {
+        let p = progressive(&photo(None));
+        let scans = jpeg_markers::walk(&p).scans;
+        assert!((2..=20).contains(&scans), "{scans} scans");
+        let m = make_variant(&p, &spec(320, Format::Jpeg)).unwrap();
+        assert_eq!((m.width, m.height), (320, 240));
+        let at_limit = Spec {
+            max_scans: scans,
+            ..spec(320, Format::Webp)
+        };
+        assert!(make_variant(&p, &at_limit).is_ok());
+        let below = Spec {
+            max_scans: scans - 1,
+            ..spec(320, Format::Webp)
+        };
+        assert_eq!(
+            make_variant(&p, &below).unwrap_err(),
+            ImageError::TooManyScans {
+                scans,
+                max: scans - 1
+            }
+        );
+
+        // A bomb: the last scan (its header and data) repeated 500 times. Without COM or
+        // APP segments, FF DA can only be a marker here, so a plain search finds the scan.
+        let last = p.windows(2).rposition(|w| w == [0xFF, 0xDA]).unwrap();
+        let eoi = p.len() - 2;
+        let mut bomb = p[..eoi].to_vec();
+        for _ in 0..500 {
+            bomb.extend_from_slice(&p[last..eoi]);
+        }
+        bomb.extend_from_slice(&[0xFF, 0xD9]);
+        for format in [Format::Jpeg, Format::Webp] {
+            let e = make_variant(&bomb, &spec(1600, format)).unwrap_err();
+            assert_eq!(
+                e,
+                ImageError::TooManyScans {
+                    scans: scans + 500,
+                    max: 100
+                }
+            );
+            assert!(e.to_string().contains("media.max_scans"), "{e}");
+        }
     }
 
     #[test]

@@ -81,6 +81,7 @@ impl MediaError {
             MediaError::Corrupt(_) => "corrupt-media".into(),
             MediaError::Incomplete(_) => "incomplete-media".into(),
             MediaError::Image(ImageError::TooLarge { .. }) => "image-too-large".into(),
+            MediaError::Image(ImageError::TooManyScans { .. }) => "too-many-scans".into(),
             MediaError::Image(ImageError::Unsupported(_)) => "no-variant".into(),
             MediaError::Image(ImageError::Corrupt(_)) => "corrupt-image".into(),
             MediaError::Busy => "media-busy".into(),
@@ -259,6 +260,7 @@ impl MediaFiles {
             quality: variant.quality,
             format,
             max_pixels: job.config.media.max_pixels,
+            max_scans: job.config.media.max_scans,
         };
         let bytes = Bytes::from(original.body.concat());
         let made = self
