@@ -519,6 +519,113 @@ fn a_file_cut_short_later_leaves_the_old_one_served() {
     );
 }
 
+/// A floorplan-like PNG of `width` x `height`: white rooms, dark walls, a transparent
+/// margin on the left.
+fn floorplan(width: u32, height: u32) -> Vec<u8> {
+    let mut pixels = Vec::new();
+    for y in 0..height {
+        for x in 0..width {
+            let wall = x % 100 < 3 || y % 100 < 3;
+            let v = if wall { 30 } else { 245 };
+            pixels.extend([v, v, v, if x < 50 { 0 } else { 255 }]);
+        }
+    }
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Rgba);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().unwrap();
+    writer.write_image_data(&pixels).unwrap();
+    writer.finish().unwrap();
+    out
+}
+
+/// A PNG's size and colour type, decoded.
+fn png_info(b: &[u8]) -> (u32, u32, png::ColorType) {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(b))
+        .read_info()
+        .expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut buf).expect("its pixels");
+    (frame.width, frame.height, frame.color_type)
+}
+
+/// A lossless WebP's size and whether it uses alpha, from its VP8L header.
+fn webp_lossless_size(b: &[u8]) -> (u32, u32, bool) {
+    assert_eq!(&b[..4], b"RIFF");
+    assert_eq!(&b[8..16], b"WEBPVP8L", "a lossless WebP");
+    let bits = u32::from_le_bytes([b[21], b[22], b[23], b[24]]);
+    (
+        (bits & 0x3fff) + 1,
+        ((bits >> 14) & 0x3fff) + 1,
+        (bits >> 28) & 1 == 1,
+    )
+}
+
+#[test]
+fn png_originals_have_variants_as_png_or_lossless_webp() {
+    let origin = Origin::http();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let plan = floorplan(1200, 800);
+    origin.set(
+        "plan.png",
+        Some(Fault::BadToken(media_item("plan.png", &b64.encode(&plan)))),
+    );
+    let gif = b"GIF89a\x01\0\x01\0\0\0\0,\0\0\0\0\x01\0\x01\0\0\x02\x02D\x01\0;";
+    origin.set(
+        "anim.gif",
+        Some(Fault::BadToken(media_item("anim.gif", &b64.encode(gif)))),
+    );
+    let proxy = Proxy::start(&shipped_config(), &origin.base(), &[]);
+
+    let original = proxy.get("/media/plan.png");
+    assert_eq!(original.status, 200, "{}", original.text());
+    assert_eq!(original.header("content-type"), Some("image/png"));
+    assert_eq!(original.body, plan);
+
+    let mut etags = BTreeSet::new();
+    for (variant, w, h) in [
+        ("card", 640, 427),
+        ("thumbnail", 320, 213),
+        ("hero", 1200, 800),
+    ] {
+        let path = format!("/media/{variant}/plan.png");
+        for round in 0..2 {
+            let r = get(&proxy.url(&path), &[("accept", "image/png,image/*,*/*")]);
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+            assert_eq!(r.header("content-type"), Some("image/png"), "{path}");
+            assert_eq!(r.header("vary"), Some("Accept"));
+            assert_eq!(png_info(&r.body), (w, h, png::ColorType::Rgba), "{path}");
+            let webp = get(&proxy.url(&path), &[("accept", WEBP_ACCEPT)]);
+            assert_eq!(webp.status, 200, "{path}: {}", webp.text());
+            assert_eq!(webp.header("content-type"), Some("image/webp"), "{path}");
+            assert_eq!(webp.header("vary"), Some("Accept"));
+            assert_eq!(webp_lossless_size(&webp.body), (w, h, true), "{path}");
+            if round == 1 {
+                assert_eq!(r.header("x-cache-status"), Some("HIT"));
+                assert_eq!(webp.header("x-cache-status"), Some("HIT"));
+            }
+            etags.insert(r.header("etag").unwrap().to_string());
+            etags.insert(webp.header("etag").unwrap().to_string());
+        }
+    }
+    assert_eq!(etags.len(), 6, "one entry per variant and format");
+    assert_eq!(
+        origin.calls("plan.png"),
+        1,
+        "one Rentman call for all of them"
+    );
+
+    let r = proxy.get("/media/card/anim.gif");
+    assert_eq!(r.status, 415, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "no_variant");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("JPEG and PNG") && message.contains("image/gif"),
+        "{message}"
+    );
+}
+
 #[test]
 fn a_full_image_pool_answers_503_with_retry_after() {
     // Rentman is slow, so every request arrives before the file does; then six variants

@@ -1,11 +1,13 @@
 //! Image variants: a JPEG photo decoded at the smallest scale that still covers the variant
 //! (libjpeg-turbo's shrink-on-load, in the DCT), resized with SIMD, turned upright by its
-//! EXIF orientation, and encoded without metadata as JPEG or lossy WebP.
+//! EXIF orientation, and encoded without metadata as JPEG or lossy WebP; a PNG original
+//! ([`png_variant`]) resized the same way and encoded as lossless WebP or PNG.
 //!
 //! Everything here is synchronous and CPU-bound: the proxy runs it on [`pool::Pool`], never
 //! on its async runtime.
 
 mod orient;
+mod png_variant;
 pub mod pool;
 mod webp;
 
@@ -34,12 +36,13 @@ pub struct Made {
     pub bytes: Vec<u8>,
     pub width: u32,
     pub height: u32,
+    pub content_type: &'static str,
 }
 
 /// Why no variant could be made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageError {
-    /// Variants are made from JPEG photos; this file is another type (or none).
+    /// Variants are made from JPEG and PNG images; this file is another type (or none).
     Unsupported(Option<MediaType>),
     /// More pixels than `max_pixels`: refused unread (a decompression bomb, or a scan).
     TooLarge { width: u64, height: u64, max: u64 },
@@ -54,7 +57,7 @@ impl std::fmt::Display for ImageError {
         match self {
             ImageError::Unsupported(Some(t)) => write!(
                 f,
-                "variants are made from JPEG photos; this file is {}",
+                "variants are made from JPEG and PNG images; this file is {}",
                 t.content_type()
             ),
             ImageError::Unsupported(None) => f.write_str("the file is not an image"),
@@ -84,12 +87,25 @@ fn shrink_on_load(full: (u32, u32), want: (u32, u32)) -> u32 {
     8
 }
 
+/// The size of a picture of `full` pixels at most `width` wide, aspect kept, never larger.
+fn fit(full: (u32, u32), width: u32) -> (u32, u32) {
+    let ratio = f64::from(width.min(full.0)) / f64::from(full.0.max(1));
+    (
+        ((f64::from(full.0) * ratio).round() as u32).max(1),
+        ((f64::from(full.1) * ratio).round() as u32).max(1),
+    )
+}
+
 /// Makes the variant `spec` asks for from `original`'s bytes.
 pub fn make_variant(original: &[u8], spec: &Spec) -> Result<Made, ImageError> {
-    let kind = sniff(original);
-    if kind != Some(MediaType::Jpeg) {
-        return Err(ImageError::Unsupported(kind));
+    match sniff(original) {
+        Some(MediaType::Jpeg) => jpeg_variant(original, spec),
+        Some(MediaType::Png) => png_variant::make(original, spec),
+        kind => Err(ImageError::Unsupported(kind)),
     }
+}
+
+fn jpeg_variant(original: &[u8], spec: &Spec) -> Result<Made, ImageError> {
     // Before anything is decoded, or losslessly transformed, which reads every scan too.
     let scans = jpeg_markers::walk(original).scans;
     if scans > spec.max_scans {
@@ -131,6 +147,7 @@ pub fn make_variant(original: &[u8], spec: &Spec) -> Result<Made, ImageError> {
                 bytes,
                 width,
                 height,
+                content_type: spec.format.content_type(),
             });
         }
     }
@@ -152,7 +169,7 @@ pub fn make_variant(original: &[u8], spec: &Spec) -> Result<Made, ImageError> {
     let resized = if (dw, dh) == target {
         pixels
     } else {
-        resize(pixels, (dw, dh), target)?
+        resize(pixels, (dw, dh), target, 3)?
     };
     let (pixels, width, height) = orient::apply(resized, target.0, target.1, orientation);
     let bytes = match spec.format {
@@ -164,6 +181,7 @@ pub fn make_variant(original: &[u8], spec: &Spec) -> Result<Made, ImageError> {
         bytes,
         width,
         height,
+        content_type: spec.format.content_type(),
     })
 }
 
@@ -194,11 +212,22 @@ fn lossless(original: &[u8], orientation: u32) -> Option<Vec<u8>> {
         .ok()
 }
 
-fn resize(pixels: Vec<u8>, from: (u32, u32), to: (u32, u32)) -> Result<Vec<u8>, ImageError> {
+/// `pixels` of 3 (RGB) or 4 (RGBA, resized premultiplied) channels, resized.
+fn resize(
+    pixels: Vec<u8>,
+    from: (u32, u32),
+    to: (u32, u32),
+    channels: u32,
+) -> Result<Vec<u8>, ImageError> {
     let failed = |e: &dyn std::fmt::Display| ImageError::Corrupt(format!("resize: {e}"));
-    let src = fr::images::Image::from_vec_u8(from.0, from.1, pixels, fr::PixelType::U8x3)
-        .map_err(|e| failed(&e))?;
-    let mut dst = fr::images::Image::new(to.0, to.1, fr::PixelType::U8x3);
+    let kind = if channels == 4 {
+        fr::PixelType::U8x4
+    } else {
+        fr::PixelType::U8x3
+    };
+    let src =
+        fr::images::Image::from_vec_u8(from.0, from.1, pixels, kind).map_err(|e| failed(&e))?;
+    let mut dst = fr::images::Image::new(to.0, to.1, kind);
     let options =
         fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3));
     fr::Resizer::new()

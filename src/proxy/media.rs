@@ -279,7 +279,7 @@ impl MediaFiles {
             made.height,
             made.bytes.len()
         );
-        let mut header = file_header(format.content_type(), &made.bytes, None);
+        let mut header = file_header(made.content_type, &made.bytes, None);
         let _ = header.insert_header(http::header::VARY, "Accept");
         self.keep(job, &original, header, made.bytes).await
     }
