@@ -227,6 +227,64 @@ pub(crate) mod tests {
         assert_eq!((rgb.width, rgb.height), (100, 60));
     }
 
+    /// A PNG of `color` and `depth` from raw samples, with a palette and its transparency.
+    fn raw_png(
+        (width, height): (u32, u32),
+        color: png::ColorType,
+        depth: png::BitDepth,
+        samples: &[u8],
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut encoder = png::Encoder::new(&mut out, width, height);
+        encoder.set_color(color);
+        encoder.set_depth(depth);
+        if color == png::ColorType::Indexed {
+            encoder.set_palette(vec![255, 0, 0, 0, 0, 255]);
+            encoder.set_trns(vec![0, 255]);
+        }
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(samples).unwrap();
+        writer.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn palettes_grey_and_16_bit_samples_become_rgb_or_rgba() {
+        // A transparent red pixel and an opaque blue one.
+        let indexed = raw_png(
+            (2, 1),
+            png::ColorType::Indexed,
+            png::BitDepth::Eight,
+            &[0, 1],
+        );
+        let p = decode_png(&indexed);
+        assert_eq!(
+            (p.channels, &p.data[..]),
+            (4, &[255, 0, 0, 0, 0, 0, 255, 255][..])
+        );
+        let grey16 = raw_png(
+            (2, 1),
+            png::ColorType::Grayscale,
+            png::BitDepth::Sixteen,
+            &[0x80, 0x00, 0xFF, 0xFF],
+        );
+        let p = decode_png(&grey16);
+        assert_eq!(
+            (p.channels, &p.data[..]),
+            (3, &[128, 128, 128, 255, 255, 255][..])
+        );
+        let grey_alpha = raw_png(
+            (1, 1),
+            png::ColorType::GrayscaleAlpha,
+            png::BitDepth::Eight,
+            &[9, 100],
+        );
+        let p = decode_png(&grey_alpha);
+        assert_eq!((p.channels, &p.data[..]), (4, &[9, 9, 9, 100][..]));
+        let m = make(&indexed, &spec(320, Format::Webp)).unwrap();
+        assert_eq!(webp_lossless_size(&m.bytes), (2, 1, true));
+    }
+
     #[test]
     fn png_bombs_are_refused_before_decoding() {
         let mut bomb = drawing(10, 10, false);
