@@ -136,6 +136,7 @@ fn thumbnail(args: &ThumbnailArgs) -> i32 {
             Format::Jpeg
         },
         max_pixels: 50_000_000,
+        max_scans: 100,
     };
     let mut failed = 0;
     for path in &args.files {

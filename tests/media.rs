@@ -275,6 +275,34 @@ fn bomb() -> Vec<u8> {
     jpeg
 }
 
+/// The simulator's kind of photo, made progressive by libjpeg-turbo, with its last scan
+/// repeated until it has 1,000 scans: a CPU bomb of a few hundred kilobytes.
+fn scan_bomb() -> Vec<u8> {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let palette = rentcache::simulator::jpeg::Palette::random(&mut rng);
+    let photo = rentcache::simulator::jpeg::padded_photo(&palette, None, 0, &mut rng);
+    let transform = turbojpeg::Transform {
+        progressive: true,
+        copy_none: true,
+        ..Default::default()
+    };
+    let p = turbojpeg::Transformer::new()
+        .unwrap()
+        .transform_to_vec(&transform, &photo)
+        .unwrap();
+    // No segment but the tables and scans: FF DA is a marker wherever it appears.
+    let scans = p.windows(2).filter(|w| w == &[0xFF, 0xDA]).count();
+    let last = p.windows(2).rposition(|w| w == [0xFF, 0xDA]).unwrap();
+    let eoi = p.len() - 2;
+    let mut bomb = p[..eoi].to_vec();
+    for _ in scans..1000 {
+        bomb.extend_from_slice(&p[last..eoi]);
+    }
+    bomb.extend_from_slice(&[0xFF, 0xD9]);
+    bomb
+}
+
 fn media_item(filename: &str, base64data: &str) -> &'static str {
     let body = serde_json::json!([{
         "propref": "5", "filename": filename, "caption": null,
@@ -301,6 +329,13 @@ fn bombs_and_corrupt_files_get_clean_errors_and_nothing_is_stored() {
     origin.set(
         "bomb.jpg",
         Some(Fault::BadToken(media_item("bomb.jpg", &b64.encode(bomb())))),
+    );
+    origin.set(
+        "scans.jpg",
+        Some(Fault::BadToken(media_item(
+            "scans.jpg",
+            &b64.encode(scan_bomb()),
+        ))),
     );
     origin.set(
         "bad.jpg",
@@ -332,6 +367,35 @@ fn bombs_and_corrupt_files_get_clean_errors_and_nothing_is_stored() {
         "the JSON answer itself is good"
     );
 
+    let before = memory_entries(&proxy);
+    for _ in 0..2 {
+        let r = get(
+            &proxy.url("/media/hero/scans.jpg"),
+            &[("accept", WEBP_ACCEPT)],
+        );
+        assert_eq!(r.status, 502, "{}", r.text());
+        assert_eq!(r.json()["error"]["code"], "bad_image");
+        let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            message.contains("1000 scans") && message.contains("media.max_scans"),
+            "{message}"
+        );
+        assert!(
+            r.header("cache-status")
+                .unwrap_or("")
+                .contains("too-many-scans"),
+            "{:?}",
+            r.header("cache-status")
+        );
+    }
+    // The original itself is served as it is (a browser decodes it, not rentcache); it
+    // and its JSON answer were stored on the way, the variant never.
+    let original = proxy.get("/media/scans.jpg");
+    assert_eq!(original.status, 200);
+    assert_eq!(original.header("x-cache-status"), Some("HIT"));
+    let entries = memory_entries(&proxy);
+    assert_eq!(entries, before + 2, "the JSON answer and the original only");
+
     let r = proxy.get("/media/bad.jpg");
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -347,6 +411,218 @@ fn bombs_and_corrupt_files_get_clean_errors_and_nothing_is_stored() {
         memory_entries(&proxy),
         entries,
         "nothing stored for a corrupt file"
+    );
+}
+
+/// The simulator's kind of photo and brochure, cut in half (as a truncating upstream or a
+/// proxy on the way would leave them): their magic bytes are intact.
+fn halves() -> (Vec<u8>, Vec<u8>) {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let palette = rentcache::simulator::jpeg::Palette::random(&mut rng);
+    let jpeg = rentcache::simulator::jpeg::padded_photo(&palette, None, 90_000, &mut rng);
+    let pdf = rentcache::simulator::pdf::padded_pdf("Brochure", 40_000, &mut rng);
+    (
+        jpeg[..jpeg.len() / 2].to_vec(),
+        pdf[..pdf.len() / 2].to_vec(),
+    )
+}
+
+#[test]
+fn files_cut_short_get_clean_errors_and_are_never_stored() {
+    let origin = Origin::http();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (jpeg, pdf) = halves();
+    origin.set(
+        "half.jpg",
+        Some(Fault::BadToken(media_item("half.jpg", &b64.encode(jpeg)))),
+    );
+    origin.set(
+        "half.pdf",
+        Some(Fault::BadToken(media_item("half.pdf", &b64.encode(pdf)))),
+    );
+    // Failures are not remembered for a while, so each request shows whether it was stored.
+    let config = shipped_config().replace("failure_memo: 2s", "failure_memo: 0s");
+    assert!(config.contains("failure_memo: 0s"));
+    let proxy = Proxy::start(
+        &config,
+        &origin.base(),
+        &[("RENTCACHE_ADMIN_TOKEN", "media-test")],
+    );
+    let entries = memory_entries(&proxy);
+    for (key, paths) in [
+        ("half.jpg", ["/media/half.jpg", "/media/card/half.jpg"]),
+        ("half.pdf", ["/media/half.pdf", "/media/half.pdf"]),
+    ] {
+        for (i, path) in paths.iter().enumerate() {
+            let r = proxy.get(path);
+            assert_eq!(r.status, 502, "{path}: {}", r.text());
+            assert_eq!(r.json()["error"]["code"], "incomplete_media", "{path}");
+            assert_eq!(r.header("content-type"), Some("application/json"));
+            assert_eq!(r.header("cache-control"), Some("no-store"));
+            assert!(
+                r.header("cache-status")
+                    .unwrap_or("")
+                    .contains("incomplete-media"),
+                "{path}: {:?}",
+                r.header("cache-status")
+            );
+            assert_eq!(origin.calls(key), i as u64 + 1, "{path} asks Rentman again");
+        }
+        // Neither the JSON answer, nor the file, nor a variant was kept.
+        let explain = get(
+            &proxy.admin_url(&format!(
+                "/explain?url=/propertymedia.php%3Ffilename%3D{key}"
+            )),
+            &[("authorization", "Bearer media-test")],
+        );
+        assert_eq!(explain.status, 200, "{}", explain.text());
+        for tier in explain.json()["tiers"].as_array().expect("tiers") {
+            assert_eq!(tier["present"], false, "{tier}");
+        }
+    }
+    assert_eq!(memory_entries(&proxy), entries, "nothing stored");
+}
+
+#[test]
+fn a_file_cut_short_later_leaves_the_old_one_served() {
+    let origin = Origin::http();
+    let config = shipped_config().replace(
+        "path: /propertymedia.php\n    ttl: 1d\n    stale_while_revalidate: 1d",
+        "path: /propertymedia.php\n    ttl: 1s\n    stale_while_revalidate: 0",
+    );
+    assert!(config.contains("ttl: 1s"));
+    let proxy = Proxy::start(&config, &origin.base(), &[]);
+    let first = proxy.get("/media/later.jpg");
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.body, common::origin::JPEG);
+    let (jpeg, _) = halves();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    origin.set(
+        "later.jpg",
+        Some(Fault::BadToken(media_item("later.jpg", &b64.encode(jpeg)))),
+    );
+    let stale = eventually(std::time::Duration::from_secs(30), || {
+        let r = proxy.get("/media/later.jpg");
+        (r.header("x-cache-status") != Some("HIT")).then_some(r)
+    });
+    assert_eq!(stale.status, 200);
+    assert_eq!(stale.header("x-cache-status"), Some("STALE"));
+    assert_eq!(stale.body, first.body, "the whole file kept before");
+    assert!(
+        stale
+            .header("cache-status")
+            .unwrap_or("")
+            .contains("incomplete-media"),
+        "{:?}",
+        stale.headers
+    );
+}
+
+/// A floorplan-like PNG of `width` x `height`: white rooms, dark walls, a transparent
+/// margin on the left.
+fn floorplan(width: u32, height: u32) -> Vec<u8> {
+    let mut pixels = Vec::new();
+    for y in 0..height {
+        for x in 0..width {
+            let wall = x % 100 < 3 || y % 100 < 3;
+            let v = if wall { 30 } else { 245 };
+            pixels.extend([v, v, v, if x < 50 { 0 } else { 255 }]);
+        }
+    }
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Rgba);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().unwrap();
+    writer.write_image_data(&pixels).unwrap();
+    writer.finish().unwrap();
+    out
+}
+
+/// A PNG's size and colour type, decoded.
+fn png_info(b: &[u8]) -> (u32, u32, png::ColorType) {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(b))
+        .read_info()
+        .expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut buf).expect("its pixels");
+    (frame.width, frame.height, frame.color_type)
+}
+
+/// A lossless WebP's size and whether it uses alpha, from its VP8L header.
+fn webp_lossless_size(b: &[u8]) -> (u32, u32, bool) {
+    assert_eq!(&b[..4], b"RIFF");
+    assert_eq!(&b[8..16], b"WEBPVP8L", "a lossless WebP");
+    let bits = u32::from_le_bytes([b[21], b[22], b[23], b[24]]);
+    (
+        (bits & 0x3fff) + 1,
+        ((bits >> 14) & 0x3fff) + 1,
+        (bits >> 28) & 1 == 1,
+    )
+}
+
+#[test]
+fn png_originals_have_variants_as_png_or_lossless_webp() {
+    let origin = Origin::http();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let plan = floorplan(1200, 800);
+    origin.set(
+        "plan.png",
+        Some(Fault::BadToken(media_item("plan.png", &b64.encode(&plan)))),
+    );
+    let gif = b"GIF89a\x01\0\x01\0\0\0\0,\0\0\0\0\x01\0\x01\0\0\x02\x02D\x01\0;";
+    origin.set(
+        "anim.gif",
+        Some(Fault::BadToken(media_item("anim.gif", &b64.encode(gif)))),
+    );
+    let proxy = Proxy::start(&shipped_config(), &origin.base(), &[]);
+
+    let original = proxy.get("/media/plan.png");
+    assert_eq!(original.status, 200, "{}", original.text());
+    assert_eq!(original.header("content-type"), Some("image/png"));
+    assert_eq!(original.body, plan);
+
+    let mut etags = BTreeSet::new();
+    for (variant, w, h) in [
+        ("card", 640, 427),
+        ("thumbnail", 320, 213),
+        ("hero", 1200, 800),
+    ] {
+        let path = format!("/media/{variant}/plan.png");
+        for round in 0..2 {
+            let r = get(&proxy.url(&path), &[("accept", "image/png,image/*,*/*")]);
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+            assert_eq!(r.header("content-type"), Some("image/png"), "{path}");
+            assert_eq!(r.header("vary"), Some("Accept"));
+            assert_eq!(png_info(&r.body), (w, h, png::ColorType::Rgba), "{path}");
+            let webp = get(&proxy.url(&path), &[("accept", WEBP_ACCEPT)]);
+            assert_eq!(webp.status, 200, "{path}: {}", webp.text());
+            assert_eq!(webp.header("content-type"), Some("image/webp"), "{path}");
+            assert_eq!(webp.header("vary"), Some("Accept"));
+            assert_eq!(webp_lossless_size(&webp.body), (w, h, true), "{path}");
+            if round == 1 {
+                assert_eq!(r.header("x-cache-status"), Some("HIT"));
+                assert_eq!(webp.header("x-cache-status"), Some("HIT"));
+            }
+            etags.insert(r.header("etag").unwrap().to_string());
+            etags.insert(webp.header("etag").unwrap().to_string());
+        }
+    }
+    assert_eq!(etags.len(), 6, "one entry per variant and format");
+    assert_eq!(
+        origin.calls("plan.png"),
+        1,
+        "one Rentman call for all of them"
+    );
+
+    let r = proxy.get("/media/card/anim.gif");
+    assert_eq!(r.status, 415, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "no_variant");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("JPEG and PNG") && message.contains("image/gif"),
+        "{message}"
     );
 }
 

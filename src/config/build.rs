@@ -464,6 +464,9 @@ fn warm(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Warm {
 
 /// Widest variant: a 16,384-pixel side is what the encoders accept.
 const MAX_VARIANT_WIDTH: u32 = 16_384;
+/// The limit on a JPEG's scans guards the CPU (each scan is a pass over the whole picture);
+/// a photo has at most a few dozen, so a larger limit guards nothing.
+const MAX_SCANS: u32 = 10_000;
 
 fn media(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Media {
     let m = &f.media;
@@ -509,12 +512,22 @@ fn media(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Media {
     if m.max_pixels == 0 {
         p.push((path.key("max_pixels"), "must be more than 0".into()));
     }
+    if !(1..=MAX_SCANS).contains(&m.max_scans) {
+        p.push((
+            path.key("max_scans"),
+            format!(
+                "{} is not a number of scans from 1 to {MAX_SCANS}",
+                m.max_scans
+            ),
+        ));
+    }
     Media {
         variants,
         webp: m.webp,
         workers: m.workers,
         queue: m.queue,
         max_pixels: m.max_pixels,
+        max_scans: m.max_scans,
     }
 }
 

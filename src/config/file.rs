@@ -149,6 +149,7 @@ pub struct MediaFile {
     pub workers: usize,
     pub queue: usize,
     pub max_pixels: u64,
+    pub max_scans: u32,
 }
 
 impl Default for MediaFile {
@@ -168,6 +169,7 @@ impl Default for MediaFile {
             workers: 2,
             queue: 64,
             max_pixels: 50_000_000,
+            max_scans: 100,
         }
     }
 }

@@ -327,6 +327,31 @@ routes:
     }
 
     #[test]
+    fn media_max_scans_defaults_and_is_checked_where_it_is_written() {
+        let routes = "routes: [{name: a, match: {path: /a}, ttl: 1m}]\n";
+        let c = parse_str(routes, "d.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.media.max_scans, 100);
+        let c = parse_str(&format!("media:\n  max_scans: 7\n{routes}"), "s.yaml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.media.max_scans, 7);
+        for (value, want) in [
+            (
+                "0",
+                "m.yaml:3:3: media.max_scans: 0 is not a number of scans from 1 to 10000",
+            ),
+            (
+                "10001",
+                "m.yaml:3:3: media.max_scans: 10001 is not a number",
+            ),
+            ("many", "m.yaml:3:3: media.max_scans: invalid type"),
+        ] {
+            let text = format!("media:\n  webp: true\n  max_scans: {value}\n{routes}");
+            let e = parse_str(&text, "m.yaml").unwrap_err().to_string();
+            assert!(e.lines().any(|l| l.starts_with(want)), "{want:?} in:\n{e}");
+        }
+    }
+
+    #[test]
     fn a_panicking_load_is_an_error_for_the_file() {
         let e = caught("p.yaml", || panic!("overflow when adding durations")).unwrap_err();
         assert_eq!(e.errors.len(), 1);

@@ -96,6 +96,8 @@ pub struct Media {
     pub queue: usize,
     /// Larger images (width x height as their header says) are refused before decoding.
     pub max_pixels: u64,
+    /// JPEGs with more scans (start-of-scan markers) are refused before decoding.
+    pub max_scans: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

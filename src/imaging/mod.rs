@@ -1,16 +1,19 @@
 //! Image variants: a JPEG photo decoded at the smallest scale that still covers the variant
 //! (libjpeg-turbo's shrink-on-load, in the DCT), resized with SIMD, turned upright by its
-//! EXIF orientation, and encoded without metadata as JPEG or lossy WebP.
+//! EXIF orientation, and encoded without metadata as JPEG or lossy WebP; a PNG original
+//! ([`png_variant`]) resized the same way and encoded as lossless WebP or PNG.
 //!
 //! Everything here is synchronous and CPU-bound: the proxy runs it on [`pool::Pool`], never
 //! on its async runtime.
 
 mod orient;
+mod png_variant;
 pub mod pool;
 mod webp;
 
 use fast_image_resize as fr;
 
+use crate::policy::jpeg_markers;
 use crate::policy::media::{sniff, MediaType};
 pub use crate::policy::media_url::Format;
 
@@ -23,6 +26,8 @@ pub struct Spec {
     pub format: Format,
     /// Pictures with more pixels (as their header says) are refused before decoding.
     pub max_pixels: u64,
+    /// JPEGs with more scans are refused before decoding.
+    pub max_scans: u32,
 }
 
 /// A variant made.
@@ -31,15 +36,18 @@ pub struct Made {
     pub bytes: Vec<u8>,
     pub width: u32,
     pub height: u32,
+    pub content_type: &'static str,
 }
 
 /// Why no variant could be made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageError {
-    /// Variants are made from JPEG photos; this file is another type (or none).
+    /// Variants are made from JPEG and PNG images; this file is another type (or none).
     Unsupported(Option<MediaType>),
     /// More pixels than `max_pixels`: refused unread (a decompression bomb, or a scan).
     TooLarge { width: u64, height: u64, max: u64 },
+    /// A JPEG of more scans than `max_scans`: refused unread (a CPU bomb).
+    TooManyScans { scans: u32, max: u32 },
     /// The file does not decode.
     Corrupt(String),
 }
@@ -49,13 +57,17 @@ impl std::fmt::Display for ImageError {
         match self {
             ImageError::Unsupported(Some(t)) => write!(
                 f,
-                "variants are made from JPEG photos; this file is {}",
+                "variants are made from JPEG and PNG images; this file is {}",
                 t.content_type()
             ),
             ImageError::Unsupported(None) => f.write_str("the file is not an image"),
             ImageError::TooLarge { width, height, max } => write!(
                 f,
                 "the image is {width}x{height} pixels, more than the {max} allowed (media.max_pixels)"
+            ),
+            ImageError::TooManyScans { scans, max } => write!(
+                f,
+                "the JPEG has {scans} scans, more than the {max} allowed (media.max_scans)"
             ),
             ImageError::Corrupt(why) => write!(f, "the image does not decode: {why}"),
         }
@@ -75,11 +87,32 @@ fn shrink_on_load(full: (u32, u32), want: (u32, u32)) -> u32 {
     8
 }
 
+/// The size of a picture of `full` pixels at most `width` wide, aspect kept, never larger.
+fn fit(full: (u32, u32), width: u32) -> (u32, u32) {
+    let ratio = f64::from(width.min(full.0)) / f64::from(full.0.max(1));
+    (
+        ((f64::from(full.0) * ratio).round() as u32).max(1),
+        ((f64::from(full.1) * ratio).round() as u32).max(1),
+    )
+}
+
 /// Makes the variant `spec` asks for from `original`'s bytes.
 pub fn make_variant(original: &[u8], spec: &Spec) -> Result<Made, ImageError> {
-    let kind = sniff(original);
-    if kind != Some(MediaType::Jpeg) {
-        return Err(ImageError::Unsupported(kind));
+    match sniff(original) {
+        Some(MediaType::Jpeg) => jpeg_variant(original, spec),
+        Some(MediaType::Png) => png_variant::make(original, spec),
+        kind => Err(ImageError::Unsupported(kind)),
+    }
+}
+
+fn jpeg_variant(original: &[u8], spec: &Spec) -> Result<Made, ImageError> {
+    // Before anything is decoded, or losslessly transformed, which reads every scan too.
+    let scans = jpeg_markers::walk(original).scans;
+    if scans > spec.max_scans {
+        return Err(ImageError::TooManyScans {
+            scans,
+            max: spec.max_scans,
+        });
     }
     let corrupt = |e: turbojpeg::Error| ImageError::Corrupt(e.to_string());
     let mut decompressor = turbojpeg::Decompressor::new().map_err(corrupt)?;
@@ -114,6 +147,7 @@ pub fn make_variant(original: &[u8], spec: &Spec) -> Result<Made, ImageError> {
                 bytes,
                 width,
                 height,
+                content_type: spec.format.content_type(),
             });
         }
     }
@@ -135,7 +169,7 @@ pub fn make_variant(original: &[u8], spec: &Spec) -> Result<Made, ImageError> {
     let resized = if (dw, dh) == target {
         pixels
     } else {
-        resize(pixels, (dw, dh), target)?
+        resize(pixels, (dw, dh), target, 3)?
     };
     let (pixels, width, height) = orient::apply(resized, target.0, target.1, orientation);
     let bytes = match spec.format {
@@ -147,6 +181,7 @@ pub fn make_variant(original: &[u8], spec: &Spec) -> Result<Made, ImageError> {
         bytes,
         width,
         height,
+        content_type: spec.format.content_type(),
     })
 }
 
@@ -177,11 +212,22 @@ fn lossless(original: &[u8], orientation: u32) -> Option<Vec<u8>> {
         .ok()
 }
 
-fn resize(pixels: Vec<u8>, from: (u32, u32), to: (u32, u32)) -> Result<Vec<u8>, ImageError> {
+/// `pixels` of 3 (RGB) or 4 (RGBA, resized premultiplied) channels, resized.
+fn resize(
+    pixels: Vec<u8>,
+    from: (u32, u32),
+    to: (u32, u32),
+    channels: u32,
+) -> Result<Vec<u8>, ImageError> {
     let failed = |e: &dyn std::fmt::Display| ImageError::Corrupt(format!("resize: {e}"));
-    let src = fr::images::Image::from_vec_u8(from.0, from.1, pixels, fr::PixelType::U8x3)
-        .map_err(|e| failed(&e))?;
-    let mut dst = fr::images::Image::new(to.0, to.1, fr::PixelType::U8x3);
+    let kind = if channels == 4 {
+        fr::PixelType::U8x4
+    } else {
+        fr::PixelType::U8x3
+    };
+    let src =
+        fr::images::Image::from_vec_u8(from.0, from.1, pixels, kind).map_err(|e| failed(&e))?;
+    let mut dst = fr::images::Image::new(to.0, to.1, kind);
     let options =
         fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3));
     fr::Resizer::new()
@@ -237,6 +283,7 @@ mod photo_tests {
             quality: 80,
             format,
             max_pixels: 50_000_000,
+            max_scans: 100,
         }
     }
 
@@ -298,6 +345,65 @@ mod photo_tests {
         // WebP is always encoded from pixels.
         let webp = make_variant(&original, &spec(1600, Format::Webp)).unwrap();
         assert_eq!((webp.width, webp.height), (1200, 1600));
+    }
+
+    /// The photo re-encoded as a progressive JPEG by libjpeg-turbo (lossless, in the DCT).
+    fn progressive(original: &[u8]) -> Vec<u8> {
+        let transform = turbojpeg::Transform {
+            progressive: true,
+            copy_none: true,
+            ..Default::default()
+        };
+        turbojpeg::Transformer::new()
+            .unwrap()
+            .transform_to_vec(&transform, original)
+            .unwrap()
+    }
+
+    #[test]
+    fn progressive_jpegs_with_too_many_scans_are_refused_unread() {
+        let p = progressive(&photo(None));
+        let scans = jpeg_markers::walk(&p).scans;
+        assert!((2..=20).contains(&scans), "{scans} scans");
+        let m = make_variant(&p, &spec(320, Format::Jpeg)).unwrap();
+        assert_eq!((m.width, m.height), (320, 240));
+        let at_limit = Spec {
+            max_scans: scans,
+            ..spec(320, Format::Webp)
+        };
+        assert!(make_variant(&p, &at_limit).is_ok());
+        let below = Spec {
+            max_scans: scans - 1,
+            ..spec(320, Format::Webp)
+        };
+        assert_eq!(
+            make_variant(&p, &below).unwrap_err(),
+            ImageError::TooManyScans {
+                scans,
+                max: scans - 1
+            }
+        );
+
+        // A bomb: the last scan (its header and data) repeated 500 times. Without COM or
+        // APP segments, FF DA can only be a marker here, so a plain search finds the scan.
+        let last = p.windows(2).rposition(|w| w == [0xFF, 0xDA]).unwrap();
+        let eoi = p.len() - 2;
+        let mut bomb = p[..eoi].to_vec();
+        for _ in 0..500 {
+            bomb.extend_from_slice(&p[last..eoi]);
+        }
+        bomb.extend_from_slice(&[0xFF, 0xD9]);
+        for format in [Format::Jpeg, Format::Webp] {
+            let e = make_variant(&bomb, &spec(1600, format)).unwrap_err();
+            assert_eq!(
+                e,
+                ImageError::TooManyScans {
+                    scans: scans + 500,
+                    max: 100
+                }
+            );
+            assert!(e.to_string().contains("media.max_scans"), "{e}");
+        }
     }
 
     #[test]

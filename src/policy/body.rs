@@ -19,6 +19,8 @@ pub enum BodyProblem {
     Invalid(String),
     /// Not a media file, or media items without their file.
     NotMedia,
+    /// A media file of a known type, cut short (never to be stored as immutable).
+    IncompleteMedia,
 }
 
 impl BodyProblem {
@@ -29,6 +31,7 @@ impl BodyProblem {
             BodyProblem::NotArray => "not-json-array",
             BodyProblem::Invalid(_) => "invalid-json",
             BodyProblem::NotMedia => "not-media",
+            BodyProblem::IncompleteMedia => "incomplete-media",
         }
     }
 }
@@ -40,6 +43,9 @@ impl std::fmt::Display for BodyProblem {
             BodyProblem::NotArray => f.write_str("the upstream body is not a JSON array"),
             BodyProblem::Invalid(e) => write!(f, "the upstream body is not valid JSON: {e}"),
             BodyProblem::NotMedia => f.write_str("the upstream body is not a media file"),
+            BodyProblem::IncompleteMedia => {
+                f.write_str("a media file in the upstream body is cut short")
+            }
         }
     }
 }
@@ -79,7 +85,8 @@ pub fn check_json_array(chunks: &[Bytes]) -> Result<(), BodyProblem> {
 }
 
 /// A JSON array of media items, each carrying its file as base64 in `base64data` that
-/// decodes to a known media type (`[]` is a valid answer: no such file or property).
+/// decodes to a whole file of a known media type (`[]` is a valid answer: no such file or
+/// property).
 pub fn check_media_array(chunks: &[Bytes]) -> Result<(), BodyProblem> {
     match chunks.iter().find_map(|c| check_prefix(c)) {
         None => return Err(BodyProblem::Empty),
@@ -87,15 +94,9 @@ pub fn check_media_array(chunks: &[Bytes]) -> Result<(), BodyProblem> {
         Some(Ok(())) => {}
     }
     let mut de = serde_json::Deserializer::from_reader(Chunks::new(chunks));
-    let verdict = de
-        .deserialize_seq(MediaItems)
+    de.deserialize_seq(MediaItems)
         .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| BodyProblem::Invalid(e.to_string()))?;
-    if verdict {
-        Ok(())
-    } else {
-        Err(BodyProblem::NotMedia)
-    }
+        .map_err(|e| BodyProblem::Invalid(e.to_string()))?
 }
 
 /// The bare base64 text of one media file.
@@ -108,39 +109,47 @@ pub fn check_bare_base64(chunks: &[Bytes]) -> Result<(), BodyProblem> {
     if text.is_empty() {
         return Err(BodyProblem::Empty);
     }
-    if is_media_base64(&text) {
-        Ok(())
-    } else {
-        Err(BodyProblem::NotMedia)
-    }
+    media_base64(&text)
 }
 
-/// Whether base64 text (whitespace removed) decodes, whole, to a known media type.
-fn is_media_base64(text: &[u8]) -> bool {
+/// Whether base64 text (whitespace removed) decodes, whole, to a whole file of a known
+/// media type.
+fn media_base64(text: &[u8]) -> Result<(), BodyProblem> {
     let engine = base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         base64::engine::GeneralPurposeConfig::new()
             .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
     );
-    engine
-        .decode(text)
-        .is_ok_and(|bytes| media::sniff(&bytes).is_some())
+    let bytes = engine.decode(text).map_err(|_| BodyProblem::NotMedia)?;
+    match media::identify(&bytes) {
+        Ok(_) => Ok(()),
+        Err(media::Unfit::Unknown) => Err(BodyProblem::NotMedia),
+        Err(media::Unfit::Incomplete(_)) => Err(BodyProblem::IncompleteMedia),
+    }
 }
 
-/// Visits an array of media items; true when every item carries a media file.
+/// The worse of two verdicts on media items: not media at all outweighs cut short.
+fn worse(a: Result<(), BodyProblem>, b: Result<(), BodyProblem>) -> Result<(), BodyProblem> {
+    match (a, b) {
+        (Err(BodyProblem::IncompleteMedia), Err(other)) | (Err(other), _) => Err(other),
+        (Ok(()), b) => b,
+    }
+}
+
+/// Visits an array of media items: `Ok` when every item carries a whole media file.
 struct MediaItems;
 
 impl<'de> Visitor<'de> for MediaItems {
-    type Value = bool;
+    type Value = Result<(), BodyProblem>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON array of media items")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        let mut all = true;
-        while let Some(ok) = seq.next_element_seed(MediaItem)? {
-            all &= ok;
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Result<(), BodyProblem>, A::Error> {
+        let mut all = Ok(());
+        while let Some(item) = seq.next_element_seed(MediaItem)? {
+            all = worse(all, item);
         }
         Ok(all)
     }
@@ -151,22 +160,22 @@ impl<'de> Visitor<'de> for MediaItems {
 struct MediaItem;
 
 impl<'de> serde::de::DeserializeSeed<'de> for MediaItem {
-    type Value = bool;
+    type Value = Result<(), BodyProblem>;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for MediaItem {
-    type Value = bool;
+    type Value = Result<(), BodyProblem>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a media item")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        let mut media = false;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut media = Err(BodyProblem::NotMedia);
         while let Some(k) = map.next_key::<String>()? {
             if k == "base64data" {
                 let v: Option<String> = map.next_value()?;
@@ -175,7 +184,11 @@ impl<'de> Visitor<'de> for MediaItem {
                     .bytes()
                     .filter(|b| !b.is_ascii_whitespace())
                     .collect();
-                media = !text.is_empty() && is_media_base64(&text);
+                media = if text.is_empty() {
+                    Err(BodyProblem::NotMedia)
+                } else {
+                    media_base64(&text)
+                };
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -183,37 +196,37 @@ impl<'de> Visitor<'de> for MediaItem {
         Ok(media)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(false)
+        Ok(Err(BodyProblem::NotMedia))
     }
 
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<bool, E> {
-        Ok(false)
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Err(BodyProblem::NotMedia))
     }
 
-    fn visit_string<E: serde::de::Error>(self, _: String) -> Result<bool, E> {
-        Ok(false)
+    fn visit_string<E: serde::de::Error>(self, _: String) -> Result<Self::Value, E> {
+        Ok(Err(BodyProblem::NotMedia))
     }
 
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<bool, E> {
-        Ok(false)
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Err(BodyProblem::NotMedia))
     }
 
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<bool, E> {
-        Ok(false)
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Err(BodyProblem::NotMedia))
     }
 
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<bool, E> {
-        Ok(false)
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Err(BodyProblem::NotMedia))
     }
 
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<bool, E> {
-        Ok(false)
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Err(BodyProblem::NotMedia))
     }
 
-    fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
-        Ok(false)
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Err(BodyProblem::NotMedia))
     }
 }
 
@@ -330,17 +343,25 @@ mod tests {
         wrapped(bytes, "\\n")
     }
 
-    const JPEG: &[u8] = &[
-        0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 1, 1, 0,
-    ];
+    /// A JPEG's structure, whole: SOI, JFIF header, comments, EOI.
+    fn jpeg() -> Vec<u8> {
+        let mut v = vec![0xFF, 0xD8, 0xFF, 0xE0, 0, 16];
+        v.extend(b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0");
+        for _ in 0..20 {
+            v.extend([0xFF, 0xFE, 0, 12]);
+            v.extend(b"a comment!");
+        }
+        v.extend([0xFF, 0xD9]);
+        v
+    }
 
     #[test]
     fn media_arrays_carry_media_files() {
-        let photo = b64(&JPEG.repeat(20));
+        let photo = b64(&jpeg());
         let good = format!(
             r#"[{{"propref":"4","filename":"A.jpg","caption":null,"base64data":"{photo}","imgorder":"1"}}]"#
         );
-        let pdf = b64(b"%PDF-1.4\n%...");
+        let pdf = b64(b"%PDF-1.4\n%...\n%%EOF\n");
         let two = format!(r#"[{{"base64data":"{photo}"}},{{"base64data":"{pdf}"}}]"#);
         for ok in [good.as_str(), two.as_str(), "[]", " [ ] "] {
             let body = vec![Bytes::from(ok.to_string())];
@@ -370,11 +391,31 @@ mod tests {
             check(BodyCheck::Media, false, &[Bytes::from(corrupt)]),
             Err(BodyProblem::NotMedia)
         );
+        // A file cut short (here, at a base64 quantum) is refused, whatever is beside it.
+        let whole = jpeg();
+        let half = b64(&whole[..whole.len() / 2 / 3 * 3]);
+        let pdf_cut = b64(b"%PDF-1.4\n%...\n%%EO");
+        for items in [
+            format!(r#"[{{"base64data":"{half}"}}]"#),
+            format!(r#"[{{"base64data":"{photo}"}},{{"base64data":"{pdf_cut}"}}]"#),
+        ] {
+            assert_eq!(
+                check(BodyCheck::Media, false, &[Bytes::from(items)]),
+                Err(BodyProblem::IncompleteMedia)
+            );
+        }
+        let both = format!(r#"[{{"base64data":"{half}"}},{{"base64data":"{text}"}}]"#);
+        assert_eq!(
+            check(BodyCheck::Media, false, &[Bytes::from(both)]),
+            Err(BodyProblem::NotMedia),
+            "not media at all is the worse"
+        );
     }
 
     #[test]
     fn bare_base64_is_one_media_file() {
-        let photo = wrapped(&JPEG.repeat(20), "\n");
+        let whole = jpeg();
+        let photo = wrapped(&whole, "\n");
         let (head, tail) = photo.split_at(50);
         let body = vec![Bytes::from(head.to_string()), Bytes::from(tail.to_string())];
         assert_eq!(check(BodyCheck::Media, true, &body), Ok(()));
@@ -384,6 +425,7 @@ mod tests {
             ("Invalid token", BodyProblem::NotMedia),
             (r#"{"error":1}"#, BodyProblem::NotMedia),
             ("SGVsbG8gd29ybGQ=", BodyProblem::NotMedia),
+            (&photo[..photo.len() - 8], BodyProblem::IncompleteMedia),
         ] {
             let body = vec![Bytes::from(text.to_string())];
             assert_eq!(

@@ -57,6 +57,38 @@ pub fn sniff(b: &[u8]) -> Option<MediaType> {
     }
 }
 
+/// Why bytes are not a file to keep (said of them: "the file is ...").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfit {
+    /// Not a type Rentman hands out (an error text, corrupt bytes).
+    Unknown,
+    /// A known type, cut short: its magic bytes are there, its end is not.
+    Incomplete(MediaType),
+}
+
+impl std::fmt::Display for Unfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Unfit::Unknown => f.write_str("not an image or a PDF"),
+            Unfit::Incomplete(t) => write!(
+                f,
+                "{} cut short: it ends before its own structure does",
+                t.content_type()
+            ),
+        }
+    }
+}
+
+/// The type of a whole file of a type Rentman hands out.
+pub fn identify(b: &[u8]) -> Result<MediaType, Unfit> {
+    let kind = sniff(b).ok_or(Unfit::Unknown)?;
+    if super::media_complete::is_complete(kind, b) {
+        Ok(kind)
+    } else {
+        Err(Unfit::Incomplete(kind))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

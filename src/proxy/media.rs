@@ -38,7 +38,7 @@ use crate::config::Config;
 use crate::imaging::pool::{Pool, PoolError};
 use crate::imaging::{self, ImageError, Spec};
 use crate::policy::key::{self, Canonical};
-use crate::policy::media::{sniff, MediaType};
+use crate::policy::media::{identify, MediaType, Unfit};
 use crate::policy::media_url::{self, MediaTarget};
 use crate::policy::outer::CacheStatus;
 use crate::policy::validators;
@@ -64,6 +64,8 @@ pub enum MediaError {
     Upstream(Arc<FetchError>),
     /// The JSON answer holds no decodable file of a known type.
     Corrupt(String),
+    /// The file is of a known type but cut short.
+    Incomplete(String),
     /// No variant can be made of the file.
     Image(ImageError),
     /// The image pool is full.
@@ -77,7 +79,9 @@ impl MediaError {
             MediaError::NoSuchFile(_) => "no-such-file".into(),
             MediaError::Upstream(e) => e.failure.code(),
             MediaError::Corrupt(_) => "corrupt-media".into(),
+            MediaError::Incomplete(_) => "incomplete-media".into(),
             MediaError::Image(ImageError::TooLarge { .. }) => "image-too-large".into(),
+            MediaError::Image(ImageError::TooManyScans { .. }) => "too-many-scans".into(),
             MediaError::Image(ImageError::Unsupported(_)) => "no-variant".into(),
             MediaError::Image(ImageError::Corrupt(_)) => "corrupt-image".into(),
             MediaError::Busy => "media-busy".into(),
@@ -95,6 +99,7 @@ impl MediaError {
                 (404, "no_such_file", format!("Rentman has no file `{f}`"))
             }
             MediaError::Corrupt(why) => (502, "corrupt_media", why.clone()),
+            MediaError::Incomplete(why) => (502, "incomplete_media", why.clone()),
             MediaError::Image(e @ ImageError::Unsupported(_)) => {
                 (415, "no_variant", format!("{e}: ask for /media/FILE"))
             }
@@ -255,6 +260,7 @@ impl MediaFiles {
             quality: variant.quality,
             format,
             max_pixels: job.config.media.max_pixels,
+            max_scans: job.config.media.max_scans,
         };
         let bytes = Bytes::from(original.body.concat());
         let made = self
@@ -273,7 +279,7 @@ impl MediaFiles {
             made.height,
             made.bytes.len()
         );
-        let mut header = file_header(format.content_type(), &made.bytes, None);
+        let mut header = file_header(made.content_type, &made.bytes, None);
         let _ = header.insert_header(http::header::VARY, "Accept");
         self.keep(job, &original, header, made.bytes).await
     }
@@ -315,8 +321,13 @@ impl MediaFiles {
     async fn original(&self, job: &Job) -> Result<Arc<Entry>, MediaError> {
         let source = self.source(job).await?;
         let item = file_of(&source.body, &job.request.target.filename)?;
-        let kind = sniff(&item.bytes).ok_or_else(|| {
-            MediaError::Corrupt("the file Rentman sent is not an image or a PDF".into())
+        // The fill's body check refuses these already; a JSON answer stored before it did
+        // (or by a route without it) must not become a file kept for a year either.
+        let kind = identify(&item.bytes).map_err(|unfit| match unfit {
+            Unfit::Unknown => MediaError::Corrupt(format!("the file Rentman sent is {unfit}")),
+            Unfit::Incomplete(_) => {
+                MediaError::Incomplete(format!("the file Rentman sent is {unfit}"))
+            }
         })?;
         let brochure = (kind == MediaType::Pdf || item.imgorder.as_deref() == Some("9006"))
             .then_some(job.request.target.filename.as_str());
@@ -404,6 +415,7 @@ fn clone_error(e: &MediaError) -> MediaError {
         MediaError::NoSuchFile(f) => MediaError::NoSuchFile(f.clone()),
         MediaError::Upstream(u) => MediaError::Upstream(u.clone()),
         MediaError::Corrupt(w) => MediaError::Corrupt(w.clone()),
+        MediaError::Incomplete(w) => MediaError::Incomplete(w.clone()),
         MediaError::Image(i) => MediaError::Image(i.clone()),
         MediaError::Busy => MediaError::Busy,
         MediaError::Failed(w) => MediaError::Failed(w.clone()),

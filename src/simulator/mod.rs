@@ -22,7 +22,7 @@ mod handler;
 pub mod jpeg;
 mod media;
 mod options;
-mod pdf;
+pub mod pdf;
 mod php_json;
 mod request;
 mod seeds;

@@ -109,6 +109,7 @@ impl Failure {
             "not-json-array" => Failure::SoftError(BodyProblem::NotArray),
             "invalid-json" => Failure::SoftError(BodyProblem::Invalid(String::new())),
             "not-media" => Failure::SoftError(BodyProblem::NotMedia),
+            "incomplete-media" => Failure::SoftError(BodyProblem::IncompleteMedia),
             "connect-refused" => Failure::ConnectRefused,
             "timeout" => Failure::Timeout,
             "reset" => Failure::Reset,
@@ -154,6 +155,9 @@ impl Failure {
                 "the budget of upstream requests is spent for now".into()
             }
             Failure::Busy => "too many upstream requests in flight".into(),
+            Failure::SoftError(p @ BodyProblem::IncompleteMedia) => {
+                format!("{p} (truncated by the upstream or on the way)")
+            }
             Failure::SoftError(p) => format!("{p} (a bad or revoked token looks like this)"),
             Failure::ConnectRefused => "could not connect to the upstream".into(),
             Failure::Timeout => "the upstream did not answer in time".into(),
@@ -167,7 +171,11 @@ impl Failure {
 
     /// The JSON error for a client that has no usable copy.
     pub fn response(&self) -> (ResponseHeader, Bytes) {
-        let body = crate::json_error::body(self.status(), "upstream_failed", &self.message());
+        let code = match self {
+            Failure::SoftError(BodyProblem::IncompleteMedia) => "incomplete_media",
+            _ => "upstream_failed",
+        };
+        let body = crate::json_error::body(self.status(), code, &self.message());
         let status =
             http::StatusCode::from_u16(self.status()).unwrap_or(http::StatusCode::BAD_GATEWAY);
         let mut h = crate::json_error::bare_header(status);
@@ -239,6 +247,7 @@ mod tests {
             Failure::SoftError(BodyProblem::Empty),
             Failure::SoftError(BodyProblem::NotArray),
             Failure::SoftError(BodyProblem::NotMedia),
+            Failure::SoftError(BodyProblem::IncompleteMedia),
             Failure::ConnectRefused,
             Failure::Timeout,
             Failure::Reset,
