@@ -9,6 +9,8 @@
 mod orient;
 mod png_variant;
 pub mod pool;
+#[cfg(test)]
+mod props;
 mod webp;
 
 use fast_image_resize as fr;
