@@ -15,7 +15,7 @@ use crate::policy::media_complete::is_complete;
 /// A small picture with some detail, so that its entropy-coded data holds varied bytes.
 fn pixels(width: usize, height: usize, channels: usize) -> Vec<u8> {
     (0..width * height * channels)
-        .map(|i| ((i * 37) ^ (i / (width * channels)) * 11) as u8)
+        .map(|i| ((i * 37) ^ ((i / (width * channels)) * 11)) as u8)
         .collect()
 }
 
