@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::origin::{answer, Origin};
+use common::origin::{answer, Fault, Origin};
 use common::*;
 use serde_json::json;
 
@@ -556,4 +556,51 @@ routes:
         assert!(r.starts_with("HTTP/1.1 207"), "{method}: {r}");
         assert_eq!(origin.last_request("19").unwrap().0, method);
     }
+}
+
+/// A fill sent on a pooled connection that the origin closes without answering (its idle
+/// timeout firing as the request arrives) is sent again on a new connection: the visitor
+/// gets the answer, not an error (RFC 9110 9.2.2: a GET may be retried automatically).
+#[test]
+fn a_fill_on_a_connection_the_origin_closed_is_sent_again_rfc9110_9_2_2() {
+    let origin = Origin::http();
+    let p = proxy(&origin, "");
+    let closed = || {
+        let metrics = get(
+            &p.admin_url("/metrics"),
+            &[("authorization", &format!("Bearer {ADMIN}"))],
+        )
+        .text();
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("rentcache_upstream_connections_total{kind=\"reused_closed\"} ")
+            })
+            .map_or(0, |v| v.parse::<u64>().unwrap())
+    };
+    // The first fill opens a connection and leaves it in the pool, answered.
+    assert_eq!(status(&p.get(&url("r0"))), "MISS");
+    // Each next fill takes a pooled connection (when the last one is back in the pool
+    // already), which the origin closes unanswered; the fill is sent again on a new one.
+    let (mut sent, mut fills) = (0, 0);
+    for i in 1..=20 {
+        fills += 1;
+        let key = format!("r{i}");
+        origin.set(&key, Some(Fault::CloseIfReused));
+        let r = p.get(&url(&key));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(status(&r), "MISS");
+        assert_eq!(r.json()[0]["propref"], key.as_str());
+        sent += origin.calls(&key);
+        if closed() >= 3 {
+            break;
+        }
+    }
+    let closed = closed();
+    assert!(closed >= 1, "no fill met a closed pooled connection");
+    assert_eq!(
+        sent,
+        fills + closed,
+        "each closed connection costs one more send, nothing else does"
+    );
 }

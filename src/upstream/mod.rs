@@ -209,24 +209,57 @@ impl Upstream {
     }
 
     /// Sends the request and reads the whole answer, past any interim 1xx.
+    ///
+    /// A request sent on a reused connection that the upstream closed before answering (its
+    /// idle timeout firing as the request arrived) is sent again, on another connection: fills
+    /// are GETs, which may be retried (RFC 9110 9.2.2, RFC 9112 9.3.1), as nginx and pingora's
+    /// proxy do. A timeout, or a close after the answer began, is not retried.
     async fn exchange(&self, r: &FetchRequest<'_>) -> Result<Fetched, FetchError> {
         let up = &r.config.upstream;
         let read_timeout = r.route.upstream_timeout.unwrap_or(up.read_timeout);
         let peer = self.origin.peer(up, read_timeout).await?;
-        let fail = |e: Box<pingora::Error>| FetchError::from(Failure::from_error(&e));
-        let (mut client, reused) = self
-            .origin
-            .connector
-            .get_http_session(&peer)
-            .await
-            .map_err(fail)?;
-        self.metrics
-            .upstream_connections
-            .with_label_values(&[if reused { "reused" } else { "new" }])
-            .inc();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (client, reused) = self
+                .origin
+                .connector
+                .get_http_session(&peer)
+                .await
+                .map_err(|e| FetchError::from(Failure::from_error(&e)))?;
+            self.metrics
+                .upstream_connections
+                .with_label_values(&[if reused { "reused" } else { "new" }])
+                .inc();
+            match self.exchange_on(r, &peer, client, read_timeout).await {
+                Err(Unanswered(e)) if reused && e.failure == Failure::Reset && attempts < 3 => {
+                    self.metrics
+                        .upstream_connections
+                        .with_label_values(&["reused_closed"])
+                        .inc();
+                    log::debug!(
+                        "{}: a reused upstream connection was closed; sending again",
+                        r.target
+                    );
+                }
+                Err(Unanswered(e)) => return Err(e),
+                Ok(answered) => return answered,
+            }
+        }
+    }
+
+    /// `exchange` on one connection: `Err` when no answer began on it.
+    async fn exchange_on(
+        &self,
+        r: &FetchRequest<'_>,
+        peer: &HttpPeer,
+        mut client: pingora::protocols::http::client::HttpSession,
+        read_timeout: Duration,
+    ) -> Result<Result<Fetched, FetchError>, Unanswered> {
+        let fail = |e: Box<pingora::Error>| Unanswered(FetchError::from(Failure::from_error(&e)));
         client.set_read_timeout(Some(read_timeout));
         client.set_write_timeout(Some(read_timeout));
-        let req = self.fill_request(r)?;
+        let req = self.fill_request(r).map_err(Unanswered)?;
         client
             .write_request_header(Box::new(req))
             .await
@@ -235,7 +268,7 @@ impl Upstream {
         let header = loop {
             client.read_response_header().await.map_err(fail)?;
             let Some(h) = client.response_header() else {
-                return Err(Failure::Other("no response header".into()).into());
+                return Ok(Err(Failure::Other("no response header".into()).into()));
             };
             // Interim answers (100, 102, 103 Early Hints) come before the real one: they are
             // for the hop, never stored, never forwarded.
@@ -243,6 +276,17 @@ impl Upstream {
                 break h.clone();
             }
         };
+        Ok(self.read_answer(r, peer, client, header).await)
+    }
+
+    /// The rest of an answer whose header has arrived.
+    async fn read_answer(
+        &self,
+        r: &FetchRequest<'_>,
+        peer: &HttpPeer,
+        mut client: pingora::protocols::http::client::HttpSession,
+        header: ResponseHeader,
+    ) -> Result<Fetched, FetchError> {
         let mut header = header;
         clean_response(r.config, &mut header);
         let cap = body_cap(r.config);
@@ -266,7 +310,7 @@ impl Upstream {
         if client.response_done() {
             self.origin
                 .connector
-                .release_http_session(client, &peer, Some(IDLE_TIMEOUT))
+                .release_http_session(client, peer, Some(IDLE_TIMEOUT))
                 .await;
         }
         Ok(Fetched { header, body })
@@ -495,3 +539,6 @@ pub fn log_token_state(config: &Config, token: &Option<Secret>) {
         ),
     }
 }
+
+/// A failure before any byte of an answer arrived on a connection.
+struct Unanswered(FetchError);

@@ -25,6 +25,9 @@ pub enum Fault {
     ResetMidBody,
     /// Never answers.
     Stall,
+    /// On a connection that already carried a request, closes it without a byte (the
+    /// origin's idle timeout firing as the request arrives); on a new one, a good answer.
+    CloseIfReused,
     /// A good header and half the body, then a normal close.
     ShortBody,
     /// HTTP 200 with this body, as Rentman answers a bad token.
@@ -322,6 +325,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     state: &State,
 ) {
     let mut buf = Vec::new();
+    let mut answered = 0u64;
     while let Some(head) = read_head(&mut s, &mut buf).await {
         let key = key_of(&head.target);
         *state.calls.lock().unwrap().entry(key.clone()).or_insert(0) += 1;
@@ -364,6 +368,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let out: Vec<u8> = match fault {
             None => [ok_head(good.len()).into_bytes(), good].concat(),
+            Some(Fault::CloseIfReused) if answered > 0 => {
+                let _ = s.shutdown().await;
+                return;
+            }
+            Some(Fault::CloseIfReused) => [ok_head(good.len()).into_bytes(), good].concat(),
             Some(Fault::Status(code, retry_after)) => {
                 let body = format!("<html><body>error {code}</body></html>");
                 let retry = retry_after
@@ -452,5 +461,6 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         if s.write_all(&out).await.is_err() || s.flush().await.is_err() {
             return;
         }
+        answered += 1;
     }
 }
