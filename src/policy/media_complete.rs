@@ -344,3 +344,63 @@ mod tests {
         assert!(!is_complete(MediaType::Pdf, &pdf[..pdf.len() / 2]));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::policy::jpeg_markers;
+    use proptest::prelude::*;
+
+    const KINDS: [MediaType; 8] = [
+        MediaType::Jpeg,
+        MediaType::Png,
+        MediaType::Gif,
+        MediaType::Webp,
+        MediaType::Tiff,
+        MediaType::Bmp,
+        MediaType::Heif,
+        MediaType::Pdf,
+    ];
+
+    /// Bytes that start like a file of each kind, then anything (FF-heavy, so JPEG markers
+    /// and their lengths come up often).
+    fn file_like() -> impl Strategy<Value = Vec<u8>> {
+        let heads: [&'static [u8]; 8] = [
+            &[0xFF, 0xD8, 0xFF],
+            b"\x89PNG\r\n\x1a\n",
+            b"GIF89a",
+            b"RIFF\0\0\0\0WEBP",
+            b"II*\0",
+            b"BM",
+            b"\0\0\0\x10ftyp",
+            b"%PDF-",
+        ];
+        let byte = prop_oneof![Just(0xFFu8), Just(0u8), Just(0xDAu8), any::<u8>()];
+        (0..heads.len(), prop::collection::vec(byte, 0..300)).prop_map(move |(i, tail)| {
+            let mut v = heads.get(i).copied().unwrap_or_default().to_vec();
+            v.extend(tail);
+            v
+        })
+    }
+
+    proptest! {
+        /// Any bytes get a verdict, never a panic; and a JPEG whose walk reaches EOI is
+        /// found cut short at every shorter length.
+        #[test]
+        fn verdicts_never_panic_and_jpeg_cuts_are_found(b in file_like()) {
+            for kind in KINDS {
+                let _ = is_complete(kind, &b);
+            }
+            let walk = jpeg_markers::walk(&b);
+            if walk.end == jpeg_markers::End::Eoi {
+                // Where the EOI ends: the shortest prefix that still reaches it.
+                let whole = (2..=b.len())
+                    .find(|&n| jpeg_markers::walk(&b[..n]).end == jpeg_markers::End::Eoi)
+                    .unwrap_or(b.len());
+                for cut in 2..whole {
+                    prop_assert_eq!(jpeg_markers::walk(&b[..cut]).end, jpeg_markers::End::Truncated);
+                }
+            }
+        }
+    }
+}
