@@ -102,7 +102,8 @@ fn webp(b: &[u8]) -> bool {
     le32(b, 4).is_some_and(|size| b.len() as u64 >= u64::from(size) + 8)
 }
 
-/// The first directory, and every strip or tile it points to, lie inside the file.
+/// The first directory, every value it holds out of line and every strip or tile it points
+/// to lie inside the file.
 fn tiff(b: &[u8]) -> Option<()> {
     let little = b.first() == Some(&b'I');
     let u16_at = |at: usize| -> Option<u32> {
@@ -146,6 +147,19 @@ fn tiff(b: &[u8]) -> Option<()> {
     let (mut offsets, mut counts) = (Vec::new(), Vec::new());
     for e in 0..n {
         let entry = ifd + 2 + 12 * e;
+        // Bytes per value of each field type (TIFF 6.0 section 2; 13 is IFD, from TIFF/EP).
+        let size = match u16_at(entry + 2)? {
+            1 | 2 | 6 | 7 => 1,
+            3 | 8 => 2,
+            4 | 9 | 11 | 13 => 4,
+            5 | 10 | 12 => 8,
+            _ => 0,
+        };
+        let total = (u32_at(entry + 4)? as usize).checked_mul(size)?;
+        if total > 4 {
+            let at = u32_at(entry + 8)? as usize;
+            b.get(at..at.checked_add(total)?)?;
+        }
         match u16_at(entry)? {
             273 | 324 => offsets = values(entry)?,
             279 | 325 => counts = values(entry)?,
@@ -286,6 +300,20 @@ mod tests {
         tiff.extend([9; 6]);
         assert_eq!(tiff.len(), 44);
         cuts_found(&tiff, tiff.len());
+        // A third entry, XResolution: a RATIONAL (8 bytes) stored after the strip, at the end.
+        tiff[8] = 3;
+        let mut with_value = tiff[..8 + 2 + 24].to_vec();
+        with_value.extend(282u16.to_le_bytes());
+        with_value.extend(5u16.to_le_bytes());
+        with_value.extend(1u32.to_le_bytes());
+        with_value.extend(56u32.to_le_bytes());
+        with_value.extend(0u32.to_le_bytes());
+        with_value.extend([9; 6]);
+        with_value.extend([72, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(with_value.len(), 64);
+        // The strip moved on by the third entry, to 50.
+        with_value[18..22].copy_from_slice(&50u32.to_le_bytes());
+        cuts_found(&with_value, with_value.len());
 
         let mut pdf = b"%PDF-1.4\n".to_vec();
         pdf.extend([b'x'; 3000]);
@@ -314,5 +342,65 @@ mod tests {
         let pdf = crate::simulator::pdf::padded_pdf("Brochure", 40_000, &mut rng);
         assert!(is_complete(MediaType::Pdf, &pdf));
         assert!(!is_complete(MediaType::Pdf, &pdf[..pdf.len() / 2]));
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::policy::jpeg_markers;
+    use proptest::prelude::*;
+
+    const KINDS: [MediaType; 8] = [
+        MediaType::Jpeg,
+        MediaType::Png,
+        MediaType::Gif,
+        MediaType::Webp,
+        MediaType::Tiff,
+        MediaType::Bmp,
+        MediaType::Heif,
+        MediaType::Pdf,
+    ];
+
+    /// Bytes that start like a file of each kind, then anything (FF-heavy, so JPEG markers
+    /// and their lengths come up often).
+    fn file_like() -> impl Strategy<Value = Vec<u8>> {
+        let heads: [&'static [u8]; 8] = [
+            &[0xFF, 0xD8, 0xFF],
+            b"\x89PNG\r\n\x1a\n",
+            b"GIF89a",
+            b"RIFF\0\0\0\0WEBP",
+            b"II*\0",
+            b"BM",
+            b"\0\0\0\x10ftyp",
+            b"%PDF-",
+        ];
+        let byte = prop_oneof![Just(0xFFu8), Just(0u8), Just(0xDAu8), any::<u8>()];
+        (0..heads.len(), prop::collection::vec(byte, 0..300)).prop_map(move |(i, tail)| {
+            let mut v = heads.get(i).copied().unwrap_or_default().to_vec();
+            v.extend(tail);
+            v
+        })
+    }
+
+    proptest! {
+        /// Any bytes get a verdict, never a panic; and a JPEG whose walk reaches EOI is
+        /// found cut short at every shorter length.
+        #[test]
+        fn verdicts_never_panic_and_jpeg_cuts_are_found(b in file_like()) {
+            for kind in KINDS {
+                let _ = is_complete(kind, &b);
+            }
+            let walk = jpeg_markers::walk(&b);
+            if walk.end == jpeg_markers::End::Eoi {
+                // Where the EOI ends: the shortest prefix that still reaches it.
+                let whole = (2..=b.len())
+                    .find(|&n| jpeg_markers::walk(&b[..n]).end == jpeg_markers::End::Eoi)
+                    .unwrap_or(b.len());
+                for cut in 2..whole {
+                    prop_assert_eq!(jpeg_markers::walk(&b[..cut]).end, jpeg_markers::End::Truncated);
+                }
+            }
+        }
     }
 }

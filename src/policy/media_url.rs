@@ -12,9 +12,11 @@ pub const PREFIX: &str = "/media/";
 /// Where Rentman serves them (as base64 in JSON).
 pub const SOURCE_PATH: &str = "/propertymedia.php";
 
-/// The encodings a variant is served in.
+/// The encodings a variant is served in, as negotiated before the original's type is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
+    /// For clients without WebP: JPEG of a JPEG photo, PNG of a PNG original (the key's
+    /// `format=jpeg` names this choice, not the bytes).
     Jpeg,
     Webp,
 }

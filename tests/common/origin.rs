@@ -56,7 +56,8 @@ pub fn answer(status: u16, headers: &[(&str, &str)], echo: Option<&str>) -> Faul
     }
 }
 
-/// The JPEG the media answers carry (a valid header is all a body check looks at).
+/// The JPEG the media answers carry (a valid header and an end marker are all a body
+/// check looks at).
 pub const JPEG: &[u8] = &[
     0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0x01, 0x00, 0x00, 0x01,
     0x00, 0x01, 0x00, 0x00, 0xFF, 0xD9,
