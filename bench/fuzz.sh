@@ -9,7 +9,8 @@
 # Targets: key canonicalisation (policy::key, policy::php), the config loader (config::load),
 # the admin API's bodies (admin), invalidation messages (storage::keeper), the front door's
 # request-head reader against pingora's parser (proxy::front::parity), media files from
-# Rentman (sniffing, completeness, the JPEG marker walk, variants: imaging::props). A failing property
+# Rentman (sniffing, completeness, the JPEG marker walk, variants: imaging::props; whether a
+# file is whole: policy::media_complete::props). A failing property
 # is shrunk by proptest and printed with its smallest input; the script then exits 1. Each
 # target's log is kept in target/fuzz/ (under CARGO_TARGET_DIR when set).
 set -euo pipefail
@@ -28,6 +29,7 @@ targets=(
   "invalidations storage::keeper::props ${CASES_INVALIDATIONS:-$CASES}"
   "front-door proxy::front::parity ${CASES_FRONT:-$CASES}"
   "media-files imaging::props ${CASES_MEDIA:-$CASES}"
+  "media-ends policy::media_complete::props ${CASES_MEDIA_ENDS:-$CASES}"
 )
 
 cargo test --release --lib --no-run
