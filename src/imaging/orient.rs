@@ -12,6 +12,11 @@ pub fn of(file: &[u8]) -> u32 {
         .unwrap_or(1)
 }
 
+/// Whether a picture of EXIF orientation `o` is shown as stored (1, or none given).
+pub fn is_upright(o: u32) -> bool {
+    !(2..=8).contains(&o)
+}
+
 /// Orientations 5-8 turn the picture a quarter: width and height change places.
 pub fn swaps_axes(o: u32) -> bool {
     (5..=8).contains(&o)
@@ -19,12 +24,12 @@ pub fn swaps_axes(o: u32) -> bool {
 
 /// RGB pixels of `w` x `h` turned upright; returns them with the upright size.
 pub fn apply(pixels: Vec<u8>, w: u32, h: u32, o: u32) -> (Vec<u8>, u32, u32) {
-    if !(2..=8).contains(&o) {
+    if is_upright(o) {
         return (pixels, w, h);
     }
     let (w, h) = (w as usize, h as usize);
     let (ow, oh) = if swaps_axes(o) { (h, w) } else { (w, h) };
-    let mut out = vec![0u8; pixels.len()];
+    let mut out = super::scratch::take(pixels.len());
     for y in 0..oh {
         for x in 0..ow {
             // The stored pixel shown at (x, y) once upright (EXIF 2.3, tag 0x0112).
@@ -43,6 +48,7 @@ pub fn apply(pixels: Vec<u8>, w: u32, h: u32, o: u32) -> (Vec<u8>, u32, u32) {
             }
         }
     }
+    super::scratch::give(pixels);
     (out, ow as u32, oh as u32)
 }
 
