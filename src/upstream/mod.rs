@@ -211,9 +211,11 @@ impl Upstream {
     /// Sends the request and reads the whole answer, past any interim 1xx.
     ///
     /// A request sent on a reused connection that the upstream closed before answering (its
-    /// idle timeout firing as the request arrived) is sent again, on another connection: fills
-    /// are GETs, which may be retried (RFC 9110 9.2.2, RFC 9112 9.3.1), as nginx and pingora's
-    /// proxy do. A timeout, or a close after the answer began, is not retried.
+    /// idle timeout firing as the request arrived) is sent once more, on another connection:
+    /// fills are GETs, which may be retried (RFC 9110 9.2.2, RFC 9112 9.3.1), as nginx does
+    /// for a cached connection. A reset, a timeout, or a close after the answer began is a
+    /// failure of the upstream, not of the connection, and is not sent again: a sick Rentman
+    /// gets one call per key.
     async fn exchange(&self, r: &FetchRequest<'_>) -> Result<Fetched, FetchError> {
         let up = &r.config.upstream;
         let read_timeout = r.route.upstream_timeout.unwrap_or(up.read_timeout);
@@ -232,7 +234,10 @@ impl Upstream {
                 .with_label_values(&[if reused { "reused" } else { "new" }])
                 .inc();
             match self.exchange_on(r, &peer, client, read_timeout).await {
-                Err(Unanswered(e)) if reused && e.failure == Failure::Reset && attempts < 3 => {
+                Err(Unanswered {
+                    closed_cleanly: true,
+                    ..
+                }) if reused && attempts < 2 => {
                     self.metrics
                         .upstream_connections
                         .with_label_values(&["reused_closed"])
@@ -242,7 +247,7 @@ impl Upstream {
                         r.target
                     );
                 }
-                Err(Unanswered(e)) => return Err(e),
+                Err(Unanswered { error, .. }) => return Err(error),
                 Ok(answered) => return answered,
             }
         }
@@ -256,10 +261,16 @@ impl Upstream {
         mut client: pingora::protocols::http::client::HttpSession,
         read_timeout: Duration,
     ) -> Result<Result<Fetched, FetchError>, Unanswered> {
-        let fail = |e: Box<pingora::Error>| Unanswered(FetchError::from(Failure::from_error(&e)));
+        let fail = |e: Box<pingora::Error>| Unanswered {
+            error: FetchError::from(Failure::from_error(&e)),
+            closed_cleanly: e.etype() == &pingora::ErrorType::ConnectionClosed,
+        };
         client.set_read_timeout(Some(read_timeout));
         client.set_write_timeout(Some(read_timeout));
-        let req = self.fill_request(r).map_err(Unanswered)?;
+        let req = self.fill_request(r).map_err(|error| Unanswered {
+            error,
+            closed_cleanly: false,
+        })?;
         client
             .write_request_header(Box::new(req))
             .await
@@ -541,4 +552,9 @@ pub fn log_token_state(config: &Config, token: &Option<Secret>) {
 }
 
 /// A failure before any byte of an answer arrived on a connection.
-struct Unanswered(FetchError);
+struct Unanswered {
+    error: FetchError,
+    /// The upstream closed the connection (no reset, no timeout): what a keep-alive
+    /// connection it timed out as the request arrived looks like.
+    closed_cleanly: bool,
+}
