@@ -319,6 +319,18 @@ mod tests {
     }
 }
 
+/// The spec the tests ask for: quality 80, the shipped limits.
+#[cfg(test)]
+fn test_spec(width: u32, format: Format) -> Spec {
+    Spec {
+        width,
+        quality: 80,
+        format,
+        max_pixels: 50_000_000,
+        max_scans: 100,
+    }
+}
+
 #[cfg(test)]
 mod photo_tests {
     use super::*;
@@ -331,15 +343,7 @@ mod photo_tests {
         padded_photo(&palette, orientation, 120_000, &mut rng)
     }
 
-    fn spec(width: u32, format: Format) -> Spec {
-        Spec {
-            width,
-            quality: 80,
-            format,
-            max_pixels: 50_000_000,
-            max_scans: 100,
-        }
-    }
+    use super::test_spec as spec;
 
     fn decode(jpeg: &[u8]) -> turbojpeg::Image<Vec<u8>> {
         turbojpeg::decompress(jpeg, turbojpeg::PixelFormat::RGB).unwrap()

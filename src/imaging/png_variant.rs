@@ -176,15 +176,7 @@ pub(crate) mod tests {
         encode_png(&pixels, width, height, channels).unwrap()
     }
 
-    fn spec(width: u32, format: Format) -> Spec {
-        Spec {
-            width,
-            quality: 80,
-            format,
-            max_pixels: 50_000_000,
-            max_scans: 100,
-        }
-    }
+    use super::super::test_spec as spec;
 
     fn decode_png(b: &[u8]) -> Pixels {
         decode(b).unwrap()
