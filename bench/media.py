@@ -44,9 +44,9 @@ TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
 BIN = os.path.join(TARGET, "release", "rentcache")
 compare.BIN = BIN
 VARIANTS = {"thumbnail": 320, "card": 640, "hero": 1600}
-SERVERS = ("rentcache", "rentcache_dir", "nginx")
-SERVER_LABELS = {"rentcache": "rentcache, memory files", "rentcache_dir": "rentcache, `body_dir`",
-                 "nginx": "nginx static"}
+SERVERS = ("rentcache", "rentcache_memfd", "nginx")
+SERVER_LABELS = {"rentcache": "rentcache (default `body_dir: auto`)",
+                 "rentcache_memfd": "rentcache, `body_dir: memory`", "nginx": "nginx static"}
 QUALITY = 80
 
 
@@ -300,16 +300,14 @@ def hits(work, origin, photo_names, rounds, duration):
     finally:
         srv.stop()
     res = {k: {"bytes": len(b), "path": p, "rounds": []} for k, (p, b) in targets.items()}
-    # rentcache twice: bodies in memory files (the default), and with memory.body_dir on the
-    # filesystem nginx's files are on (the same page cache).
-    body_dir = os.path.join(work, "bodies")
-    os.makedirs(body_dir, exist_ok=True)
+    # rentcache twice: as configured by default (`body_dir: auto`: unnamed files in /var/tmp
+    # when it is on a disk filesystem, as here), and with bodies in sealed memory files.
     for rnd in range(rounds):
         for server in SERVERS:
             if server == "rentcache":
                 srv = start_rentcache(work, origin)
-            elif server == "rentcache_dir":
-                srv = start_rentcache(work, origin, body_dir)
+            elif server == "rentcache_memfd":
+                srv = start_rentcache(work, origin, "memory")
             else:
                 srv = start_nginx(work, {os.path.basename(p): b for p, b in targets.values()})
             try:
@@ -375,8 +373,8 @@ def listing_bytes(work, origin, sim_port):
 
 def hits_table(h):
     md = ["", "Memory hits (HTTP/1.1 keep-alive, wrk with 50 connections, one server core), rentcache "
-           "with bodies in memory files (the default) and with `memory.body_dir` on the filesystem nginx's "
-           "files are on, against nginx serving the same bytes as static files (sendfile), interleaved, medians of "
+           "as configured by default (`memory.body_dir: auto`: large bodies in unnamed files in /var/tmp, on "
+           "the disk filesystem nginx's files are on) and with bodies in sealed memory files, against nginx serving the same bytes as static files (sendfile), interleaved, medians of "
            f"{len(h['variant']['rounds']) // len(SERVERS)} rounds; CPU is the server processes' own user + "
            "system time per request; ratios are to nginx in the same round:", "",
            "| body | server | req/s | CPU us/req | req/s vs nginx | CPU vs nginx |", "|---|---|---|---|---|---|"]

@@ -50,6 +50,13 @@ pub fn add_cache_services(server: &mut Server, config: Config, config_path: Opti
     let token = Secret::from_env(&config.upstream.token_env);
     upstream::log_token_state(&config, &token);
 
+    match &config.memory.body_dir {
+        Some(dir) => info!(
+            "large bodies (16 KiB and up): unnamed files in {}",
+            dir.display()
+        ),
+        None => info!("large bodies (16 KiB and up): sealed memory files"),
+    }
     let memory = Arc::new(
         MemoryTier::new(config.memory.max_bytes, config.memory.max_object_bytes)
             .with_body_dir(config.memory.body_dir.clone()),

@@ -43,8 +43,10 @@ fn warm_mark() -> &'static str {
 
 /// Whether `req` is one of this process's warming requests.
 pub fn is_warming(headers: &http::HeaderMap) -> bool {
+    // A typed name: looking a header up by `&str` parses the name on every request.
+    const NAME: http::HeaderName = http::HeaderName::from_static(WARM_HEADER);
     headers
-        .get(WARM_HEADER)
+        .get(NAME)
         .is_some_and(|v| v.as_bytes() == warm_mark().as_bytes())
 }
 /// Jobs kept for `GET /warm`.

@@ -845,8 +845,19 @@ fn two_instances_sharing_redis_make_one_rentman_call_per_file() {
 #[test]
 fn large_hits_sent_from_memory_files_reach_slow_readers_whole() {
     let sim = Sim::start(&[]);
-    let proxy = Proxy::rentman(&sim, &[]);
+    let config = shipped_config().replace(
+        "max_object_bytes: 8MiB\n",
+        "max_object_bytes: 8MiB\n  body_dir: memory\n",
+    );
+    assert!(config.contains("body_dir: memory"));
+    let proxy = Proxy::start(&config, &sim.tls_base(), &[]);
     slow_readers_get_whole_answers(&proxy);
+    let memfds = std::fs::read_dir(format!("/proc/{}/fd", proxy.proc.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("/memfd:"))
+        .count();
+    assert!(memfds > 0, "bodies kept in memory files");
 }
 
 #[test]

@@ -446,11 +446,11 @@ impl ServerApp for AdminDoor {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let mut stream = stream;
-        let mut shutdown = shutdown.clone();
+        let mut waits = head::Waits::new(shutdown);
         loop {
             let mut buf = bytes::BytesMut::with_capacity(4096);
             let within = self.admin.h.config.load().server.header_timeout;
-            match head::read(&mut stream, &mut buf, &mut shutdown, within, |_| ()).await {
+            match head::read(&mut stream, &mut buf, &mut waits, within, |_| ()).await {
                 Head::Gone => return None,
                 Head::Refused(status) => {
                     head::refuse(&mut stream, status).await;
@@ -460,7 +460,7 @@ impl ServerApp for AdminDoor {
             }
             let mut session = ServerSession::new_http1(stream);
             session.set_pipelined_prefix(buf);
-            let reused = HttpServerApp::process_new_http(&self.admin, session, &shutdown).await?;
+            let reused = HttpServerApp::process_new_http(&self.admin, session, shutdown).await?;
             stream = reused.consume().0;
         }
     }

@@ -566,25 +566,19 @@ fn memory(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Memory {
             format!("must be at most {MAX_MEMORY_OBJECT} (64 MiB - 64 KiB)"),
         ));
     }
-    let body_dir = m
-        .body_dir
-        .as_deref()
-        .filter(|d| !d.is_empty())
-        .and_then(|d| {
+    let body_dir = match m.body_dir.as_deref().map(str::trim) {
+        None | Some("" | "auto") => auto_body_dir(),
+        Some("memory") => None,
+        Some(d) => {
             let dir = std::path::PathBuf::from(d);
             let problem = if !dir.is_absolute() {
-                Some("must be an absolute path".to_string())
+                Some("must be an absolute path, `auto` or `memory`".to_string())
             } else if !dir.is_dir() {
                 Some(format!("{d} is not a directory"))
             } else {
                 // Bodies are kept there in files without a name (`O_TMPFILE`), which some
                 // filesystems cannot make.
-                use std::os::unix::fs::OpenOptionsExt;
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .custom_flags(libc::O_TMPFILE)
-                    .open(&dir)
+                takes_unnamed_files(&dir)
                     .err()
                     .map(|e| format!("cannot make an unnamed file in {d} (O_TMPFILE): {e}"))
             };
@@ -595,12 +589,55 @@ fn memory(f: &FileConfig, path: &KeyPath, p: &mut Problems) -> Memory {
                 }
                 None => Some(dir),
             }
-        });
+        }
+    };
     Memory {
         max_bytes: m.max_bytes.0,
         max_object_bytes: m.max_object_bytes.0,
         body_dir,
     }
+}
+
+/// Where `memory.body_dir: auto` (the default) keeps large bodies: the first of these that is
+/// on a disk filesystem and makes unnamed files. `/var/tmp` is meant for files on disk that
+/// outlive no reboot; rentcache's outlive not even the process.
+pub const AUTO_BODY_DIRS: &[&str] = &["/var/tmp"];
+
+/// The directory `auto` picks, if any: on tmpfs (or ramfs) an unnamed file is shared memory
+/// as a sealed memory file is, without the seal, so memory files are kept there.
+pub fn auto_body_dir() -> Option<std::path::PathBuf> {
+    AUTO_BODY_DIRS
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|d| d.is_dir() && !in_memory_filesystem(d) && takes_unnamed_files(d).is_ok())
+}
+
+fn takes_unnamed_files(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+        .map(drop)
+}
+
+/// Whether `dir` is on a filesystem that lives in memory (tmpfs, ramfs).
+pub fn in_memory_filesystem(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return true;
+    };
+    // SAFETY: statfs fills the zeroed struct it is given from a valid C string path.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut fs) } != 0 {
+        return true;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    let kind = fs.f_type as i64;
+    kind == TMPFS_MAGIC || kind == RAMFS_MAGIC
 }
 
 /// Redis refuses strings above 512 MB.

@@ -424,7 +424,10 @@ routes:
     fn body_dir_must_be_a_directory_that_takes_unnamed_files() {
         let routes = "routes:\n  - name: a\n    match: {path: /a}\n    ttl: 5m\n";
         for (dir, want) in [
-            ("relative/dir", "must be an absolute path"),
+            (
+                "relative/dir",
+                "must be an absolute path, `auto` or `memory`",
+            ),
             (
                 "/nonexistent/rentcache",
                 "/nonexistent/rentcache is not a directory",
@@ -441,11 +444,32 @@ routes:
         let text = format!("memory:\n  body_dir: {}\n{routes}", dir.display());
         let c = parse_str(&text, "b.yaml").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.memory.body_dir.as_deref(), Some(dir.as_path()));
-        let c = parse_str(routes, "b.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let with = |v: &str| {
+            let text = format!("memory:\n  body_dir: {v}\n{routes}");
+            parse_str(&text, "b.yaml")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .memory
+                .body_dir
+        };
+        assert_eq!(with("memory"), None, "memory files when asked for");
+        // Unset is `auto`: /var/tmp when it is on a disk filesystem that makes unnamed
+        // files, memory files otherwise.
+        let unset = parse_str(routes, "b.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(unset.memory.body_dir, with("auto"));
+        let var_tmp = std::path::Path::new("/var/tmp");
+        let usable = var_tmp.is_dir()
+            && !super::super::build::in_memory_filesystem(var_tmp)
+            && crate::storage::shared_body::unnamed_file(var_tmp).is_some();
         assert_eq!(
-            c.memory.body_dir, None,
-            "memory files unless a directory is named"
+            unset.memory.body_dir.as_deref(),
+            usable.then_some(var_tmp),
+            "auto picks /var/tmp exactly when it can hold the bodies"
         );
+        // A memory filesystem never: its files are shared memory without the seal.
+        let shm = std::path::Path::new("/dev/shm");
+        if shm.is_dir() {
+            assert!(super::super::build::in_memory_filesystem(shm));
+        }
     }
 
     #[test]

@@ -258,7 +258,8 @@ pub struct Upstream {
 pub struct Memory {
     pub max_bytes: u64,
     pub max_object_bytes: u64,
-    /// Large bodies live in unnamed files here (page cache) instead of memory files.
+    /// Large bodies live in unnamed files here (page cache) instead of memory files: the
+    /// directory named, or the one `auto` (the default) found.
     pub body_dir: Option<std::path::PathBuf>,
 }
 

@@ -4,12 +4,15 @@
 //! a client dripping a head it cannot parse could hold the connection forever), and bounds on
 //! its size, answered as nginx answers them.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Sleep;
 
 /// A request line longer than this gets `414` (nginx: `large_client_header_buffers`).
 pub const MAX_REQUEST_LINE: usize = 16 * 1024;
@@ -77,36 +80,79 @@ pub fn judge<T>(buf: &[u8], inspect: impl FnOnce(&httparse::Request) -> T) -> Op
     end.map(|_| Head::Unparsed)
 }
 
+/// What a connection's head reads wait on besides the socket: the server's shutdown and the
+/// head's deadline, made once per connection. A timer armed and dropped for every request,
+/// and a shutdown waiter queued and unqueued, cost more than the rest of a hit's
+/// bookkeeping; moving one timer's deadline later is an atomic store.
+pub struct Waits {
+    shutdown: ShutdownWatch,
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl Waits {
+    pub fn new(shutdown: &ShutdownWatch) -> Waits {
+        let mut watch = shutdown.clone();
+        Waits {
+            shutdown: shutdown.clone(),
+            // Any change (pingora only ever sends `true`) or a dropped sender ends it.
+            stop: Box::pin(async move {
+                let _ = watch.changed().await;
+            }),
+            deadline: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        }
+    }
+
+    /// Whether the server is shutting down.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// The watch, for what the connection is handed to next.
+    pub fn shutdown(&self) -> &ShutdownWatch {
+        &self.shutdown
+    }
+}
+
 /// Reads until `buf` starts with a complete head, or the connection is done with: `within`
 /// is how long the whole head may take, idle time before it included (nginx's
 /// `client_header_timeout`; `server.header_timeout`).
 pub async fn read<T>(
     stream: &mut Stream,
     buf: &mut BytesMut,
-    shutdown: &mut ShutdownWatch,
+    waits: &mut Waits,
     within: Duration,
     inspect: impl Fn(&httparse::Request) -> T,
 ) -> Head<T> {
-    let deadline = tokio::time::Instant::now() + within;
+    if let Some(head) = judge(buf, &inspect) {
+        return head;
+    }
+    waits
+        .deadline
+        .as_mut()
+        .reset(tokio::time::Instant::now() + within);
     loop {
-        if let Some(head) = judge(buf, &inspect) {
-            return head;
-        }
-        if *shutdown.borrow() {
+        // A head still incomplete at the deadline, like an idle connection, is closed.
+        if waits.shutting_down() || waits.deadline.is_elapsed() {
             return Head::Gone;
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_BUF);
         }
-        // A head still incomplete at the deadline, like an idle connection, is closed.
+        // The socket first: when it has bytes (it woke this task), the shutdown and the
+        // deadline are not polled at all; they are when the read has to wait.
         let read = tokio::select! {
             biased;
-            _ = shutdown.changed() => return Head::Gone,
-            r = tokio::time::timeout_at(deadline, stream.read_buf(buf)) => r,
+            r = stream.read_buf(buf) => r,
+            _ = waits.stop.as_mut() => return Head::Gone,
+            _ = waits.deadline.as_mut() => return Head::Gone,
         };
         match read {
-            Ok(Ok(n)) if n > 0 => {}
+            Ok(n) if n > 0 => {}
             _ => return Head::Gone,
+        }
+        if let Some(head) = judge(buf, &inspect) {
+            return head;
         }
     }
 }

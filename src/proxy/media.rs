@@ -158,7 +158,7 @@ fn slot(format: media_url::Format) -> usize {
 #[derive(Default)]
 struct Memo {
     generation: u64,
-    by_format: [HashMap<String, Routed>; 2],
+    by_format: [HashMap<String, Routed, ahash::RandomState>; 2],
 }
 
 /// The flights of media keys in this process, and the pool images are made on.

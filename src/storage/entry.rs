@@ -109,6 +109,9 @@ pub struct Entry {
     pub vary: Option<Arc<VaryIndex>>,
     /// The memory file `body` is mapped from, when memory keeps it in one (`shared_body`).
     pub file: Option<Arc<super::shared_body::SharedBody>>,
+    /// Whether `header` carries a validator of the origin's: judged once here, as every
+    /// lookup asks (`usable_until`) and the answer needs header lookups and a parse.
+    pub revalidatable: bool,
 }
 
 impl Entry {
@@ -129,6 +132,7 @@ impl Entry {
             key,
             hash,
             times,
+            revalidatable: crate::policy::validators::has_origin_validator(&header),
             header,
             body,
             body_len,
@@ -181,6 +185,7 @@ impl Entry {
             key: self.key.clone(),
             hash: self.hash,
             times,
+            revalidatable: crate::policy::validators::has_origin_validator(&header),
             header,
             body: self.body.clone(),
             body_len: self.body_len,
@@ -211,7 +216,7 @@ impl Entry {
     /// without a body transfer.
     pub fn usable_until(&self) -> SystemTime {
         let base = self.times.usable_until();
-        if !crate::policy::validators::has_origin_validator(&self.header) {
+        if !self.revalidatable {
             return base;
         }
         // At least a while, for answers the origin marks stale at once (`no-cache`, max-age=0):
