@@ -25,6 +25,10 @@ RUN apt-get update \
 COPY --from=build /src/target/release/rentcache /usr/local/bin/rentcache
 COPY conf/rentcache.yaml /etc/rentcache/rentcache.yaml
 USER rentcache
+# memory.body_dir: auto keeps large bodies in unnamed files in /var/tmp when it is on a disk
+# filesystem: a volume puts it on the host's (an overlay may not make unnamed files; then
+# memory files are used, as the log says at start).
+VOLUME ["/var/tmp"]
 # 8080: the public listener (server.listen). 9091: the admin API, reachable from outside the
 # container only with `admin.listen: "0.0.0.0:9091"` in the mounted config (default: loopback)
 # and RENTCACHE_ADMIN_TOKEN set.

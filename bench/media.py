@@ -48,6 +48,9 @@ SERVERS = ("rentcache", "rentcache_memfd", "nginx")
 SERVER_LABELS = {"rentcache": "rentcache (default `body_dir: auto`)",
                  "rentcache_memfd": "rentcache, `body_dir: memory`", "nginx": "nginx static"}
 QUALITY = 80
+# Paced hits: each of wrk's 50 connections pauses this long on average before each request
+# (about 10,000 requests/s in all, below what every server takes for both bodies).
+PACE_MS = 5
 
 
 def ensure_tools():
@@ -116,11 +119,16 @@ def session_cpu_s(sid):
     return total / tick
 
 
-def wrk_own_cpu(srv, path, duration):
+def wrk_own_cpu(srv, path, duration, pace_ms=None):
     """compare.wrk, with the server's CPU per request from its own processes' accounting
-    (this machine's cores are shared with other work, which /proc/stat would count)."""
+    (this machine's cores are shared with other work, which /proc/stat would count). With
+    `pace_ms`, each connection pauses that long on average before each request: every server
+    then gets the same requests per second, below what any of them can take."""
     before = session_cpu_s(srv.pid)
-    r = compare.wrk(srv.port, path, duration)
+    if pace_ms:
+        r = compare.wrk(srv.port, path, duration, script="wrk_paced.lua", extra=[str(pace_ms)])
+    else:
+        r = compare.wrk(srv.port, path, duration)
     used = session_cpu_s(srv.pid) - before
     r["core_us"] = r["server_us"]
     r["server_us"] = used * 1e6 / max(1, r["requests"])
@@ -318,11 +326,15 @@ def hits(work, origin, photo_names, rounds, duration):
                         assert status == 200 and got == body, (server, label, status, len(got), len(body))
                     r = wrk_own_cpu(srv, url, duration)
                     r.update(memory_kib(srv.pid))
+                    paced = wrk_own_cpu(srv, url, duration, PACE_MS)
+                    r["paced_rps"] = paced["rps"]
+                    r["paced_us"] = paced["server_us"]
                     res[label]["rounds"].append({"server": server, "round": rnd, **r})
                     print(f"  round {rnd + 1} {server:9} {label:8} ({len(body) / 1000:.0f} KB): "
                           f"{r['rps']:8.0f} req/s, {r['server_us']:.1f} us CPU/request (own; "
                           f"{r['core_us']:.1f} by its core) (server core {r['server_cpu']:.0f}%, "
-                          f"load core {r['load_cpu']:.0f}%)")
+                          f"load core {r['load_cpu']:.0f}%); paced: {r['paced_rps']:.0f} req/s, "
+                          f"{r['paced_us']:.1f} us CPU/request")
             finally:
                 srv.stop()
     for label, r in res.items():
@@ -330,6 +342,8 @@ def hits(work, origin, photo_names, rounds, duration):
             runs = [x for x in r["rounds"] if x["server"] == server]
             r[server] = {"rps": statistics.median(x["rps"] for x in runs),
                          "server_us": statistics.median(x["server_us"] for x in runs),
+                         "paced_rps": statistics.median(x["paced_rps"] for x in runs),
+                         "paced_us": statistics.median(x["paced_us"] for x in runs),
                          "p99": statistics.median(x["p99"] for x in runs)}
         # Ratios to nginx within each round, then the median.
         for server in SERVERS[:-1]:
@@ -337,9 +351,11 @@ def hits(work, origin, photo_names, rounds, duration):
             for rnd in range(rounds):
                 a = next(x for x in r["rounds"] if x["server"] == server and x["round"] == rnd)
                 b = next(x for x in r["rounds"] if x["server"] == "nginx" and x["round"] == rnd)
-                per_round.append((a["rps"] / b["rps"], a["server_us"] / b["server_us"]))
+                per_round.append((a["rps"] / b["rps"], a["server_us"] / b["server_us"],
+                                  a["paced_us"] / b["paced_us"]))
             r[server]["rps_ratio"] = statistics.median(x[0] for x in per_round)
             r[server]["cpu_ratio"] = statistics.median(x[1] for x in per_round)
+            r[server]["paced_ratio"] = statistics.median(x[2] for x in per_round)
     return res
 
 
@@ -376,14 +392,18 @@ def hits_table(h):
            "as configured by default (`memory.body_dir: auto`: large bodies in unnamed files in /var/tmp, on "
            "the disk filesystem nginx's files are on) and with bodies in sealed memory files, against nginx serving the same bytes as static files (sendfile), interleaved, medians of "
            f"{len(h['variant']['rounds']) // len(SERVERS)} rounds; CPU is the server processes' own user + "
-           "system time per request; ratios are to nginx in the same round:", "",
-           "| body | server | req/s | CPU us/req | req/s vs nginx | CPU vs nginx |", "|---|---|---|---|---|---|"]
+           "system time per request, at full load and at the same paced load for every server (each "
+           f"connection pausing {PACE_MS} ms on average before each request); ratios are to nginx in the same "
+           "round:", "",
+           "| body | server | req/s | CPU us/req | req/s vs nginx | CPU vs nginx | paced: req/s, CPU us/req "
+           "| paced CPU vs nginx |", "|---|---|---|---|---|---|---|---|"]
     for label, r in h.items():
         for server in SERVERS:
             x = r[server]
             ratios = (f"{x['rps_ratio']:.2f}x | {x['cpu_ratio']:.2f}x" if server != "nginx" else "1 | 1")
+            paced = f"{x['paced_ratio']:.2f}x" if server != "nginx" else "1"
             md.append(f"| {label} ({r['bytes'] / 1000:.0f} KB) | {SERVER_LABELS[server]} | {x['rps']:.0f} | "
-                      f"{x['server_us']:.1f} | {ratios} |")
+                      f"{x['server_us']:.1f} | {ratios} | {x['paced_rps']:.0f}, {x['paced_us']:.1f} | {paced} |")
     return md
 
 
