@@ -265,7 +265,7 @@ impl TieredStorage {
                     // Memory held no usable copy (it was asked first), so an entry it cannot
                     // keep needs no write there, not even the removal a refused put makes.
                     let entry = if i > 0 && self.memory.admits(entry.size()) {
-                        let entry = self.sealed(entry);
+                        let entry = self.sealed(entry).await;
                         let faster = self.tiers.get(..i).unwrap_or_default();
                         self.put_all(entry.clone(), faster).await;
                         entry
@@ -310,7 +310,7 @@ impl TieredStorage {
             true => self.first(&entry.hash).await,
             false => None,
         };
-        let entry = Arc::new(self.compact(entry).with_tags(entry_tags.clone()));
+        let entry = Arc::new(self.compacted(entry).await.with_tags(entry_tags.clone()));
         let tiers = if info.shared_copy {
             self.tiers.get(..1).unwrap_or_default()
         } else {
@@ -344,38 +344,23 @@ impl TieredStorage {
         (entry, kept)
     }
 
-    /// What memory keeps, it keeps in one exact-size buffer: the chunks as read from the
-    /// upstream may hold on to larger read buffers, and a hit then needs one write.
-    fn compact(&self, entry: Entry) -> Entry {
-        if !self.memory.admits(entry.body_len) {
-            return entry;
+    /// `compact`, with a body large enough for its copy and file write to hold a worker
+    /// thread away from other connections done on the blocking pool instead.
+    async fn compacted(&self, entry: Entry) -> Entry {
+        if entry.body_len < OFF_WORKERS_BYTES || !self.memory.admits(entry.body_len) {
+            return compact(&self.memory, entry);
         }
-        // A large body goes into a file: one copy, sent with `sendfile`.
-        if entry.body_len >= super::shared_body::MIN_BYTES {
-            let whole = entry.body.concat();
-            if let Some((bytes, file)) = super::shared_body::seal(&whole, self.memory.body_dir()) {
-                return Entry {
-                    body: vec![bytes],
-                    file: Some(file),
-                    ..entry
-                };
+        // The entry's parts again (reference counts), for the unexpected case of the
+        // blocking task failing: the body is then stored as it came.
+        let fallback = entry.with_times(entry.times, entry.header.clone());
+        let memory = self.memory.clone();
+        match tokio::task::spawn_blocking(move || compact(&memory, entry)).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                warn!("keeping {} in one buffer failed: {e}", fallback.key);
+                fallback
             }
-            return Entry {
-                body: vec![Bytes::from(whole)],
-                ..entry
-            };
         }
-        let body = match entry.body.as_slice() {
-            [one] => vec![Bytes::copy_from_slice(one)],
-            many => {
-                let mut one = Vec::with_capacity(entry.body_len);
-                for chunk in many {
-                    one.extend_from_slice(chunk);
-                }
-                vec![Bytes::from(one)]
-            }
-        };
-        Entry { body, ..entry }
     }
 
     /// Renews a stored entry confirmed by the upstream (a 304): new times and header, the
@@ -395,17 +380,18 @@ impl TieredStorage {
     /// Keeps a copy another instance stored (in Redis already) in memory too.
     pub async fn promote(&self, entry: Arc<Entry>) {
         if self.memory.admits(entry.size()) {
-            let _ = self.memory.put(self.sealed(entry)).await;
+            let _ = self.memory.put(self.sealed(entry).await).await;
         }
     }
 
     /// A copy read from a slower tier as memory keeps it: a large body in a memory file,
     /// like the bodies this instance stores itself.
-    fn sealed(&self, entry: Arc<Entry>) -> Arc<Entry> {
+    async fn sealed(&self, entry: Arc<Entry>) -> Arc<Entry> {
         if entry.file.is_some() || entry.body_len < super::shared_body::MIN_BYTES {
             return entry;
         }
-        Arc::new(self.compact(entry.with_times(entry.times, entry.header.clone())))
+        let copy = entry.with_times(entry.times, entry.header.clone());
+        Arc::new(self.compacted(copy).await)
     }
 
     async fn put_all(&self, entry: Arc<Entry>, tiers: &[Arc<dyn Tier>]) -> Kept {
@@ -464,5 +450,90 @@ impl TieredStorage {
         self.put_all(Arc::new(old.with_times(times, header)), &tiers)
             .await
             .any()
+    }
+}
+
+/// Bodies at least this large are copied, and written to their file, on the blocking pool.
+const OFF_WORKERS_BYTES: usize = 256 * 1024;
+
+/// What memory keeps, it keeps in one exact-size buffer: the chunks as read from the
+/// upstream may hold on to larger read buffers, and a hit then needs one write.
+fn compact(memory: &MemoryTier, entry: Entry) -> Entry {
+    if !memory.admits(entry.body_len) {
+        return entry;
+    }
+    // A large body goes into a file: one copy, sent with `sendfile`.
+    if entry.body_len >= super::shared_body::MIN_BYTES {
+        let whole = entry.body.concat();
+        if let Some((bytes, file)) = super::shared_body::seal(&whole, memory.body_dir()) {
+            return Entry {
+                body: vec![bytes],
+                file: Some(file),
+                ..entry
+            };
+        }
+        return Entry {
+            body: vec![Bytes::from(whole)],
+            ..entry
+        };
+    }
+    let body = match entry.body.as_slice() {
+        [one] => vec![Bytes::copy_from_slice(one)],
+        many => {
+            let mut one = Vec::with_capacity(entry.body_len);
+            for chunk in many {
+                one.extend_from_slice(chunk);
+            }
+            vec![Bytes::from(one)]
+        }
+    };
+    Entry { body, ..entry }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body over `OFF_WORKERS_BYTES` is made one buffer (in a file) on the blocking pool
+    /// and stored whole; a smaller large body on the worker, the same way.
+    #[test]
+    fn large_bodies_are_kept_whole_in_files_whichever_thread_makes_them() {
+        let routes = "routes:\n  - name: a\n    match: {path: /a}\n    ttl: 5m\n";
+        let config = Arc::new(crate::config::parse_str(routes, "t.yaml").unwrap());
+        let memory = Arc::new(MemoryTier::new(64 << 20, 8 << 20));
+        let storage: &'static TieredStorage = Box::leak(Box::new(TieredStorage::new(memory, None)));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for (i, len) in [20_000usize, OFF_WORKERS_BYTES + 1, 3 << 20]
+            .into_iter()
+            .enumerate()
+        {
+            let data: Vec<u8> = (0..len).map(|j| (j % 251) as u8).collect();
+            // In chunks, as the upstream delivers them.
+            let chunks: Vec<Bytes> = data.chunks(16_384).map(Bytes::copy_from_slice).collect();
+            let key = format!("k{i}");
+            let mut entry =
+                Entry::for_test(&key, ResponseHeader::build(200, None).unwrap(), chunks);
+            entry.hash = [i as u8 + 1; 16];
+            entry.times.fresh_until += std::time::Duration::from_secs(300);
+            let info = StoreInfo {
+                route: "a",
+                watch_changes: false,
+                config: &config,
+                shared_copy: false,
+            };
+            let (stored, kept) = rt.block_on(storage.store(entry, info));
+            assert!(kept.memory, "{len}");
+            assert!(stored.file.is_some(), "{len} bytes in a file");
+            assert_eq!(stored.body.len(), 1, "{len} bytes in one buffer");
+            assert_eq!(&stored.body[0][..], &data[..], "{len} bytes whole");
+            let found =
+                rt.block_on(storage.find_usable(&[i as u8 + 1; 16], Some(&key), SystemTime::now()));
+            let (found, tier) = found.expect("found");
+            assert_eq!(tier, "memory");
+            assert_eq!(&found.body[0][..], &data[..]);
+        }
     }
 }
