@@ -450,7 +450,7 @@ impl ServerApp for AdminDoor {
         loop {
             let mut buf = bytes::BytesMut::with_capacity(4096);
             let within = self.admin.h.config.load().server.header_timeout;
-            match head::read(&mut stream, &mut buf, &mut waits, within, |_| ()).await {
+            match head::read(&mut stream, &mut buf, &mut waits, within, |_, _| ()).await {
                 Head::Gone => return None,
                 Head::Refused(status) => {
                     head::refuse(&mut stream, status).await;

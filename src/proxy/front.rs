@@ -64,7 +64,9 @@ impl ServerApp for Front {
         let mut waits = head::Waits::new(shutdown);
         let mut buf = BytesMut::with_capacity(READ_BUF);
         loop {
-            let inspect = |req: &httparse::Request| (ends_with_head(req), plain_request(req));
+            let inspect = |req: &httparse::Request, raw: &[u8]| {
+                (ends_with_head(req), plain_request(req, raw))
+            };
             let within = self.cache.config.load().server.header_timeout;
             let read = head::read(&mut stream, &mut buf, &mut waits, within, inspect);
             let (len, whole, plain) = match read.await {
@@ -193,8 +195,9 @@ fn ends_with_head(parsed: &httparse::Request) -> bool {
         })
 }
 
-/// The request, if nothing about it needs more than a cache lookup.
-fn plain_request(parsed: &httparse::Request) -> Option<Plain> {
+/// The request, if nothing about it needs more than a cache lookup. `raw` is the head the
+/// parsed request's slices point into.
+fn plain_request(parsed: &httparse::Request, raw: &[u8]) -> Option<Plain> {
     let method = match parsed.method? {
         "GET" => http::Method::GET,
         "HEAD" => http::Method::HEAD,
@@ -208,10 +211,17 @@ fn plain_request(parsed: &httparse::Request) -> Option<Plain> {
     if path.contains('#') {
         return None;
     }
+    // One copy of the head; the target and every value are views of it, where each would
+    // otherwise be an allocation and a copy of its own.
+    let head = bytes::Bytes::copy_from_slice(raw);
+    let view = |part: &[u8]| {
+        let start = (part.as_ptr() as usize).checked_sub(raw.as_ptr() as usize)?;
+        let end = start.checked_add(part.len())?;
+        (end <= head.len()).then(|| head.slice(start..end))
+    };
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = method;
-    parts.uri =
-        http::Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(path.as_bytes())).ok()?;
+    parts.uri = http::Uri::from_maybe_shared(view(path.as_bytes())?).ok()?;
     if !http11 {
         parts.version = http::Version::HTTP_10;
     }
@@ -236,7 +246,7 @@ fn plain_request(parsed: &httparse::Request) -> Option<Plain> {
                 keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         }
-        let value = HeaderValue::from_bytes(h.value).ok()?;
+        let value = HeaderValue::from_maybe_shared(view(h.value)?).ok()?;
         parts.headers.append(name, value);
     }
     let req = RequestHeader::from(parts);
@@ -258,7 +268,7 @@ mod tests {
         let mut headers = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);
         assert!(parsed.parse(text.as_bytes()).unwrap().is_complete());
-        plain_request(&parsed)
+        plain_request(&parsed, text.as_bytes())
     }
 
     #[test]
@@ -295,6 +305,8 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: user@a\r\n\r\n",
             // HTTP/1.1 requires Host: the proxy answers 400.
             "GET / HTTP/1.1\r\n\r\n",
+            // Pingora strips a fragment from the target before anything reads it.
+            "GET /a#b HTTP/1.1\r\nHost: x\r\n\r\n",
         ] {
             assert!(parse(text).is_none(), "{text:?}");
         }
@@ -400,7 +412,7 @@ mod parity {
     proptest! {
         #[test]
         fn what_the_front_door_answers_pingora_reads_alike(bytes in head()) {
-            let inspect = |req: &httparse::Request| (ends_with_head(req), plain_request(req));
+            let inspect = |req: &httparse::Request, raw: &[u8]| (ends_with_head(req), plain_request(req, raw));
             if let Some(head::Head::Parsed(len, (whole, Some(plain)))) = head::judge(&bytes, inspect) {
                 let theirs = pingora_reads(&bytes[..len]);
                 prop_assert!(theirs.is_some(), "pingora refuses what the front door takes: {:?}", String::from_utf8_lossy(&bytes));

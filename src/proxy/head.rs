@@ -24,7 +24,8 @@ const READ_BUF: usize = 4096;
 
 /// What the start of a connection's buffer holds.
 pub enum Head<T> {
-    /// A complete head httparse reads, of this many bytes, and what `inspect` made of it.
+    /// A complete head httparse reads, of this many bytes, and what `inspect` made of it
+    /// (given the parsed head and its bytes, which the parsed head's slices point into).
     Parsed(usize, T),
     /// A complete head httparse does not read: pingora's to answer (it escapes some request
     /// lines, refuses the rest with 400).
@@ -55,7 +56,10 @@ fn too_large(buf: &[u8], end: Option<usize>) -> Option<u16> {
 }
 
 /// Judges the bytes at the start of `buf`: a head, a refusal, or `None` (more is needed).
-pub fn judge<T>(buf: &[u8], inspect: impl FnOnce(&httparse::Request) -> T) -> Option<Head<T>> {
+pub fn judge<T>(
+    buf: &[u8],
+    inspect: impl FnOnce(&httparse::Request, &[u8]) -> T,
+) -> Option<Head<T>> {
     if buf.is_empty() {
         return None;
     }
@@ -70,7 +74,8 @@ pub fn judge<T>(buf: &[u8], inspect: impl FnOnce(&httparse::Request) -> T) -> Op
         if len > MAX_HEAD {
             return Some(Head::Refused(431));
         }
-        return Some(Head::Parsed(len, inspect(&req)));
+        let head = buf.get(..len).unwrap_or_default();
+        return Some(Head::Parsed(len, inspect(&req, head)));
     }
     let end = head_end(buf);
     if let Some(status) = too_large(buf, end) {
@@ -122,7 +127,7 @@ pub async fn read<T>(
     buf: &mut BytesMut,
     waits: &mut Waits,
     within: Duration,
-    inspect: impl Fn(&httparse::Request) -> T,
+    inspect: impl Fn(&httparse::Request, &[u8]) -> T,
 ) -> Head<T> {
     if let Some(head) = judge(buf, &inspect) {
         return head;
@@ -184,7 +189,7 @@ mod tests {
     use super::*;
 
     fn verdict(bytes: &[u8]) -> &'static str {
-        match judge(bytes, |_| ()) {
+        match judge(bytes, |_, _| ()) {
             None => "more",
             Some(Head::Parsed(..)) => "parsed",
             Some(Head::Unparsed) => "unparsed",
