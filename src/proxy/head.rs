@@ -112,11 +112,6 @@ impl Waits {
     pub fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
-
-    /// The watch, for what the connection is handed to next.
-    pub fn shutdown(&self) -> &ShutdownWatch {
-        &self.shutdown
-    }
 }
 
 /// Reads until `buf` starts with a complete head, or the connection is done with: `within`
