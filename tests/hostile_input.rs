@@ -90,6 +90,80 @@ fn a_head_dripped_slowly_is_closed_at_the_header_timeout_whatever_parses_it() {
     assert!(p.proc.logs().matches("panicked").count() == 0);
 }
 
+/// One answer read off a kept-alive connection: its head, and as many body bytes as its
+/// `Content-Length` says.
+fn read_answer(conn: &mut TcpStream) -> String {
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let l = l.to_ascii_lowercase();
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("content-length");
+            if got.len() >= end + 4 + len {
+                assert_eq!(got.len(), end + 4 + len, "nothing sent past the answer");
+                return head;
+            }
+        }
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "closed mid-answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn each_head_on_a_kept_alive_connection_gets_its_own_header_timeout() {
+    let sim = Sim::start(&[]);
+    let p = Proxy::start(&config("1s"), &sim.base(), &[]);
+    let req = "GET /propertyadvertising.php?rob=rent&limit=2&noimage=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    for drip in [false, true] {
+        let mut conn = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+        // A miss (pingora's) and then hits (the front door's), each taking longer than
+        // nothing: the connection's deadline is set afresh for each head.
+        for _ in 0..3 {
+            conn.write_all(req.as_bytes()).unwrap();
+            let head = read_answer(&mut conn);
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        }
+        let began = Instant::now();
+        let mut closed = false;
+        if drip {
+            conn.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        }
+        // Far longer than the 1 s timeout; only a connection the server closes ends it early.
+        while !closed && began.elapsed() < Duration::from_secs(30) {
+            if drip && conn.write_all(b"X-Drip: a\r\n").is_err() {
+                closed = true;
+                break;
+            }
+            conn.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut byte = [0u8; 1];
+            match conn.read(&mut byte) {
+                Ok(0) => closed = true,
+                Ok(_) => panic!("an answer to a head that never completed"),
+                Err(e)
+                    if e.kind() != std::io::ErrorKind::WouldBlock
+                        && e.kind() != std::io::ErrorKind::TimedOut =>
+                {
+                    closed = true
+                }
+                _ => {}
+            }
+        }
+        assert!(closed, "drip {drip}: still open after 30 s");
+    }
+    assert!(p.proc.logs().matches("panicked").count() == 0);
+}
+
 #[test]
 fn oversized_heads_get_414_or_431_on_both_listeners() {
     let sim = Sim::start(&[]);
