@@ -120,9 +120,9 @@ class Proc:
         self.log.close()
 
 
-def http_get(port, path, timeout=60):
+def http_get(port, path, timeout=60, headers=()):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    c.request("GET", path)
+    c.request("GET", path, headers=dict(h.split(": ", 1) for h in headers))
     r = c.getresponse()
     body = r.read()
     c.close()
@@ -227,12 +227,13 @@ def busy_percent(before, after, cpu):
     return 100.0 * busy / max(1, busy + idle)
 
 
-def wrk(port, path, duration, conns=50, script="wrk_report.lua", extra=()):
+def wrk(port, path, duration, conns=50, script="wrk_report.lua", extra=(), headers=()):
     # How busy each core was tells which side limits a run: a load core near 100% means
     # the figure is the load generator's ceiling, not the server's.
     before = cpu_ticks()
     out = subprocess.run(
-        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "10s",
+        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "10s"]
+        + [a for h in headers for a in ("-H", h)] + [
          "-s", os.path.join(BENCH, script), f"http://127.0.0.1:{port}{path}"] + (["--"] + list(extra) if extra else []),
         check=True, capture_output=True, text=True).stdout
     line = [l for l in out.splitlines() if l.startswith("{")][-1]

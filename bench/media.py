@@ -48,6 +48,23 @@ SERVERS = ("rentcache", "rentcache_memfd", "nginx")
 SERVER_LABELS = {"rentcache": "rentcache (default `body_dir: auto`)",
                  "rentcache_memfd": "rentcache, `body_dir: memory`", "nginx": "nginx static"}
 QUALITY = 80
+# A browser's request head for an image (Chrome's, without image/avif and image/webp in
+# Accept, so that rentcache sends the same JPEG bytes nginx does).
+BROWSER_HEAD = (
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
+    "Safari/537.36",
+    "Accept: image/apng,image/svg+xml,image/*,*/*;q=0.8",
+    "Accept-Encoding: gzip, deflate, br, zstd",
+    "Accept-Language: en-GB,en;q=0.9",
+    "Referer: https://agent.example/lettings",
+    "Sec-Fetch-Dest: image",
+    "Sec-Fetch-Mode: no-cors",
+    "Sec-Fetch-Site: cross-site",
+    'Sec-Ch-Ua: "Chromium";v="131"',
+    "Sec-Ch-Ua-Mobile: ?0",
+    'Sec-Ch-Ua-Platform: "Linux"',
+    "Cookie: _ga=GA1.1.123456789.1700000000",
+)
 # Paced hits: each of wrk's 50 connections pauses this long on average before each request
 # (about 10,000 requests/s in all, below what every server takes for both bodies).
 PACE_MS = 5
@@ -119,16 +136,17 @@ def session_cpu_s(sid):
     return total / tick
 
 
-def wrk_own_cpu(srv, path, duration, pace_ms=None):
+def wrk_own_cpu(srv, path, duration, pace_ms=None, headers=()):
     """compare.wrk, with the server's CPU per request from its own processes' accounting
     (this machine's cores are shared with other work, which /proc/stat would count). With
     `pace_ms`, each connection pauses that long on average before each request: every server
     then gets the same requests per second, below what any of them can take."""
     before = session_cpu_s(srv.pid)
     if pace_ms:
-        r = compare.wrk(srv.port, path, duration, script="wrk_paced.lua", extra=[str(pace_ms)])
+        r = compare.wrk(srv.port, path, duration, script="wrk_paced.lua", extra=[str(pace_ms)],
+                        headers=headers)
     else:
-        r = compare.wrk(srv.port, path, duration)
+        r = compare.wrk(srv.port, path, duration, headers=headers)
     used = session_cpu_s(srv.pid) - before
     r["core_us"] = r["server_us"]
     r["server_us"] = used * 1e6 / max(1, r["requests"])
@@ -301,13 +319,15 @@ def hits(work, origin, photo_names, rounds, duration):
                 assert status == 200, (status, body[:200])
                 variants[(v, name)] = body
         vkey = min(variants, key=lambda k: abs(len(variants[k]) - 40_000))
+        vpath = f"/media/{vkey[0]}/{vkey[1]}"
         targets = {
-            "variant": (f"/media/{vkey[0]}/{vkey[1]}", variants[vkey]),
-            "original": (f"/media/{original}", originals[original]),
+            "variant": (vpath, variants[vkey], ()),
+            "variant, browser head": (vpath, variants[vkey], BROWSER_HEAD),
+            "original": (f"/media/{original}", originals[original], ()),
         }
     finally:
         srv.stop()
-    res = {k: {"bytes": len(b), "path": p, "rounds": []} for k, (p, b) in targets.items()}
+    res = {k: {"bytes": len(b), "path": p, "rounds": []} for k, (p, b, _) in targets.items()}
     # rentcache twice: as configured by default (`body_dir: auto`: unnamed files in /var/tmp
     # when it is on a disk filesystem, as here), and with bodies in sealed memory files.
     for rnd in range(rounds):
@@ -317,20 +337,21 @@ def hits(work, origin, photo_names, rounds, duration):
             elif server == "rentcache_memfd":
                 srv = start_rentcache(work, origin, "memory")
             else:
-                srv = start_nginx(work, {os.path.basename(p): b for p, b in targets.values()})
+                srv = start_nginx(work, {os.path.basename(p): b for p, b, _ in targets.values()})
             try:
-                for label, (path, body) in targets.items():
+                for label, (path, body, head) in targets.items():
                     url = "/" + os.path.basename(path) if server == "nginx" else path
                     for _ in range(2):
-                        status, _, got = compare.http_get(srv.port, url)
+                        status, h, got = compare.http_get(srv.port, url, headers=head)
                         assert status == 200 and got == body, (server, label, status, len(got), len(body))
-                    r = wrk_own_cpu(srv, url, duration)
+                        assert "content-encoding" not in h, (server, label, h)
+                    r = wrk_own_cpu(srv, url, duration, headers=head)
                     r.update(memory_kib(srv.pid))
-                    paced = wrk_own_cpu(srv, url, duration, PACE_MS)
+                    paced = wrk_own_cpu(srv, url, duration, PACE_MS, headers=head)
                     r["paced_rps"] = paced["rps"]
                     r["paced_us"] = paced["server_us"]
                     res[label]["rounds"].append({"server": server, "round": rnd, **r})
-                    print(f"  round {rnd + 1} {server:9} {label:8} ({len(body) / 1000:.0f} KB): "
+                    print(f"  round {rnd + 1} {server:9} {label:21} ({len(body) / 1000:.0f} KB): "
                           f"{r['rps']:8.0f} req/s, {r['server_us']:.1f} us CPU/request (own; "
                           f"{r['core_us']:.1f} by its core) (server core {r['server_cpu']:.0f}%, "
                           f"load core {r['load_cpu']:.0f}%); paced: {r['paced_rps']:.0f} req/s, "
@@ -388,7 +409,8 @@ def listing_bytes(work, origin, sim_port):
 
 
 def hits_table(h):
-    md = ["", "Memory hits (HTTP/1.1 keep-alive, wrk with 50 connections, one server core), rentcache "
+    md = ["", "Memory hits (HTTP/1.1 keep-alive, wrk with 50 connections and its own one-line request head, "
+           "or, for `browser head`, a Chrome-like head of 12 headers; one server core), rentcache "
            "as configured by default (`memory.body_dir: auto`: large bodies in unnamed files in /var/tmp, on "
            "the disk filesystem nginx's files are on) and with bodies in sealed memory files, against nginx serving the same bytes as static files (sendfile), interleaved, medians of "
            f"{len(h['variant']['rounds']) // len(SERVERS)} rounds; CPU is the server processes' own user + "
