@@ -485,7 +485,9 @@ def plot(results):
                    color=color, label=SERVER_LABELS[server].replace("`", ""))
         ax.set_xticks(range(len(labels)), [f"{l}\n{h[l]['bytes'] / 1000:.0f} KB" for l in labels])
         ax.set_title(title)
-    axes[1].legend()
+        # Room above the bars for the legend.
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.3)
+    axes[1].legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(os.path.join(BENCH, "media.png"), dpi=110)
 
