@@ -24,6 +24,11 @@ pub fn swaps_axes(o: u32) -> bool {
 
 /// RGB pixels of `w` x `h` turned upright; returns them with the upright size.
 pub fn apply(pixels: Vec<u8>, w: u32, h: u32, o: u32) -> (Vec<u8>, u32, u32) {
+    apply_n(pixels, w, h, o, 3)
+}
+
+/// `apply` for pixels of `n` bytes each (4: RGBA).
+pub fn apply_n(pixels: Vec<u8>, w: u32, h: u32, o: u32, n: usize) -> (Vec<u8>, u32, u32) {
     if is_upright(o) {
         return (pixels, w, h);
     }
@@ -42,8 +47,8 @@ pub fn apply(pixels: Vec<u8>, w: u32, h: u32, o: u32) -> (Vec<u8>, u32, u32) {
                 7 => (w - 1 - y, h - 1 - x),
                 _ => (w - 1 - y, x),
             };
-            let (d, s) = ((y * ow + x) * 3, (sy * w + sx) * 3);
-            if let (Some(dst), Some(src)) = (out.get_mut(d..d + 3), pixels.get(s..s + 3)) {
+            let (d, s) = ((y * ow + x) * n, (sy * w + sx) * n);
+            if let (Some(dst), Some(src)) = (out.get_mut(d..d + n), pixels.get(s..s + n)) {
                 dst.copy_from_slice(src);
             }
         }

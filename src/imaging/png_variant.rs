@@ -44,12 +44,20 @@ pub(super) fn make(original: &[u8], spec: &Spec) -> Result<Made, ImageError> {
         });
     }
     let decoded = decode(original)?;
-    let target = fit((decoded.width, decoded.height), spec.width);
-    let from = (decoded.width, decoded.height);
+    // A PNG may say how it is to be turned too (an `eXIf` chunk): variants are upright.
+    let (data, uw, uh) = super::orient::apply_n(
+        decoded.data,
+        decoded.width,
+        decoded.height,
+        super::orient::of(original),
+        decoded.channels as usize,
+    );
+    let target = fit((uw, uh), spec.width);
+    let from = (uw, uh);
     let pixels = if target == from {
-        decoded.data
+        data
     } else {
-        resize(decoded.data, from, target, decoded.channels)?
+        resize(data, from, target, decoded.channels)?
     };
     let (width, height) = target;
     let (bytes, content_type) = match spec.format {
@@ -217,6 +225,55 @@ pub(crate) mod tests {
         let rgb = make(&drawing(500, 300, false), &spec(100, Format::Jpeg)).unwrap();
         assert_eq!(decode_png(&rgb.bytes).channels, 3);
         assert_eq!((rgb.width, rgb.height), (100, 60));
+    }
+
+    /// An RGBA PNG of `w` x `h` pixels with an `eXIf` chunk giving `orientation`.
+    fn oriented_png(w: u32, h: u32, pixels: &[u8], orientation: u16) -> Vec<u8> {
+        // A big-endian TIFF header and one IFD entry: Orientation (0x0112), SHORT, 1 value.
+        let mut exif = b"MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
+        exif.extend(orientation.to_be_bytes());
+        exif.extend([0, 0, 0, 0, 0, 0]);
+        let mut info = png::Info::with_size(w, h);
+        info.color_type = png::ColorType::Rgba;
+        info.bit_depth = png::BitDepth::Eight;
+        info.exif_metadata = Some(exif.into());
+        let mut out = Vec::new();
+        let mut writer = png::Encoder::with_info(&mut out, info)
+            .unwrap()
+            .write_header()
+            .unwrap();
+        writer.write_image_data(pixels).unwrap();
+        writer.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn png_variants_are_turned_as_their_exif_chunk_says() {
+        // Two pixels side by side, red then half-transparent blue.
+        let pixels = [255, 0, 0, 255, 0, 0, 255, 128];
+        let upright = oriented_png(2, 1, &pixels, 1);
+        assert_eq!(super::super::orient::of(&upright), 1);
+        let turned = oriented_png(2, 1, &pixels, 6);
+        assert_eq!(
+            super::super::orient::of(&turned),
+            6,
+            "the eXIf chunk is read"
+        );
+        let m = make(&turned, &spec(1600, Format::Jpeg)).unwrap();
+        assert_eq!((m.width, m.height), (1, 2), "turned a quarter");
+        let back = decode_png(&m.bytes);
+        // 6: turned clockwise, so the left pixel ends up on top.
+        assert_eq!(
+            (back.channels, &back.data[..]),
+            (4, &[255, 0, 0, 255, 0, 0, 255, 128][..])
+        );
+        let m = make(&oriented_png(2, 1, &pixels, 3), &spec(1600, Format::Jpeg)).unwrap();
+        assert_eq!(
+            &decode_png(&m.bytes).data[..],
+            &[0, 0, 255, 128, 255, 0, 0, 255][..]
+        );
+        let m = make(&upright, &spec(1600, Format::Jpeg)).unwrap();
+        assert_eq!(&decode_png(&m.bytes).data[..], &pixels[..]);
     }
 
     /// A PNG of `color` and `depth` from raw samples, with a palette and its transparency.
