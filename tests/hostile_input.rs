@@ -33,6 +33,34 @@ fn read_to_close(conn: &mut TcpStream, limit: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Waits, dripping a header line now and then when `drip`, for the server to close `conn`:
+/// whether it did within 30 s (far longer than the tests' 1 s header timeout; only a
+/// connection the server closes ends it early), and whether it sent anything first.
+fn closed_by_the_server(conn: &mut TcpStream, drip: bool) -> (bool, bool) {
+    let began = Instant::now();
+    let mut answered = false;
+    while began.elapsed() < Duration::from_secs(30) {
+        if drip && conn.write_all(b"X-Drip: a\r\n").is_err() {
+            return (true, answered);
+        }
+        conn.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        match conn.read(&mut byte) {
+            Ok(0) => return (true, answered),
+            Ok(_) => answered = true,
+            Err(e)
+                if e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut =>
+            {
+                return (true, answered)
+            }
+            _ => {}
+        }
+    }
+    (false, answered)
+}
+
 #[test]
 fn a_head_dripped_slowly_is_closed_at_the_header_timeout_whatever_parses_it() {
     let sim = Sim::start(&[]);
@@ -45,32 +73,7 @@ fn a_head_dripped_slowly_is_closed_at_the_header_timeout_whatever_parses_it() {
     ] {
         let mut conn = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
         conn.write_all(start.as_bytes()).unwrap();
-        let began = Instant::now();
-        let mut closed = false;
-        // Far longer than the 1 s timeout; only a connection the server closes ends it early.
-        while began.elapsed() < Duration::from_secs(30) {
-            if conn.write_all(b"X-Drip: a\r\n").is_err() {
-                closed = true;
-                break;
-            }
-            conn.set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            let mut byte = [0u8; 1];
-            match conn.read(&mut byte) {
-                Ok(0) => {
-                    closed = true;
-                    break;
-                }
-                Err(e)
-                    if e.kind() != std::io::ErrorKind::WouldBlock
-                        && e.kind() != std::io::ErrorKind::TimedOut =>
-                {
-                    closed = true;
-                    break;
-                }
-                _ => {}
-            }
-        }
+        let (closed, _) = closed_by_the_server(&mut conn, true);
         assert!(closed, "{start:?}: still open after 30 s of dripping");
     }
     // A whole head that the front door cannot parse is pingora's to answer, at once: it
@@ -133,32 +136,11 @@ fn each_head_on_a_kept_alive_connection_gets_its_own_header_timeout() {
             let head = read_answer(&mut conn);
             assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         }
-        let began = Instant::now();
-        let mut closed = false;
         if drip {
             conn.write_all(b"GET / HTTP/1.1\r\n").unwrap();
         }
-        // Far longer than the 1 s timeout; only a connection the server closes ends it early.
-        while !closed && began.elapsed() < Duration::from_secs(30) {
-            if drip && conn.write_all(b"X-Drip: a\r\n").is_err() {
-                closed = true;
-                break;
-            }
-            conn.set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            let mut byte = [0u8; 1];
-            match conn.read(&mut byte) {
-                Ok(0) => closed = true,
-                Ok(_) => panic!("an answer to a head that never completed"),
-                Err(e)
-                    if e.kind() != std::io::ErrorKind::WouldBlock
-                        && e.kind() != std::io::ErrorKind::TimedOut =>
-                {
-                    closed = true
-                }
-                _ => {}
-            }
-        }
+        let (closed, answered) = closed_by_the_server(&mut conn, drip);
+        assert!(!answered, "an answer to a head that never completed");
         assert!(closed, "drip {drip}: still open after 30 s");
     }
     assert!(p.proc.logs().matches("panicked").count() == 0);
